@@ -1,0 +1,53 @@
+"""What the harness hands a method (`RunContext`) and what a method hands back (`Trained`)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+
+Batch = dict[str, torch.Tensor]  # "wli", "nbi": normalised (N, 3, H, W) on the run's device
+
+
+class Predictor(Protocol):
+    """An nn.Module that classifies paired batches; the harness only calls these two."""
+
+    def predict(self, batch: Batch) -> torch.Tensor:  # (N, num_classes) logits
+        ...
+
+    def embed(self, batch: Batch) -> torch.Tensor:  # (N, D) features, for UMAP
+        ...
+
+
+class CurveLogger(Protocol):
+    def log(self, step: int, values: dict[str, float]) -> None: ...
+
+
+@dataclass
+class RunContext:
+    """Where and how one run happens; nothing here changes what it computes."""
+
+    device: torch.device
+    seed: int
+    run_dir: Path  # checkpoints of this run
+    cache_dir: Path  # caches shared between runs (e.g. MICS pre-training per dataset/seed/profile)
+    amp: bool = False
+    curves: CurveLogger | None = None
+    progress: bool = False
+
+    def log(self, step: int, values: dict[str, float]) -> None:
+        if self.curves is not None:
+            self.curves.log(step, values)
+
+
+@dataclass
+class Trained:
+    """A finished run: the model selected on validation, the last iterate, and what it cost."""
+
+    best: nn.Module  # a Predictor
+    last: nn.Module  # a Predictor
+    val_top1_best: float
+    iterations: int
+    info: dict[str, Any] = field(default_factory=dict)  # e.g. {"head": "tmc"}

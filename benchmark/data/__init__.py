@@ -1,0 +1,103 @@
+"""The data layer: paired WLI/NBI datasets, cached once, split once per seed.
+
+    raw, folder = load_dataset(cfg["data"])              # decoded and cached
+    split = make_split(raw, folder, cfg["data"], labels=5, seed=0)
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ConfigError, unknown_name
+from .cache import cache_root, key_of, load_or_build
+from .splits import check_ratio, labeled_indices, split_indices
+from .types import KVASIR_CLASSES, PairedArrays, RawDataset, SemiSupervisedSplit
+
+DATASETS = ("synthetic", "kvasir", "kvasir-v2", "paired")
+# Bumped when decoding or rendering changes in a way that must invalidate existing caches.
+CACHE_VERSION = 1
+
+__all__ = [
+    "DATASETS", "KVASIR_CLASSES", "PairedArrays", "RawDataset", "SemiSupervisedSplit",
+    "check_ratio", "load_dataset", "make_split", "dataset_key",
+]
+
+
+def dataset_key(data_cfg: dict) -> dict:
+    """Everything that determines the decoded arrays of a dataset."""
+    name = data_cfg["name"]
+    if name not in DATASETS:
+        raise unknown_name("dataset", name, DATASETS)
+    size = int(data_cfg["image_size"])
+    if name == "synthetic":
+        syn = data_cfg.get("synthetic") or {}
+        return {"version": CACHE_VERSION, "name": name, "image_size": size,
+                "num_per_class": int(syn.get("num_per_class", 500)), "seed": int(syn.get("seed", 0))}
+    root = data_cfg.get("root")
+    if not root:
+        raise ConfigError(f"dataset '{name}' needs --data-root (the folder holding its class folders)")
+    from .folders import source_fingerprint
+
+    nbi = "paired" if name == "paired" else data_cfg.get("nbi", "spectral")
+    return {"version": CACHE_VERSION, "name": name, "image_size": size, "nbi": nbi,
+            "fingerprint": source_fingerprint(Path(root), name, size, nbi)}
+
+
+def load_dataset(data_cfg: dict, progress: bool = False) -> tuple[RawDataset, Path]:
+    """The decoded dataset and its cache folder (where split files live too)."""
+    key = dataset_key(data_cfg)
+    folder = cache_root() / f"{key['name']}-{key_of(key)}"
+    return load_or_build(folder, key, lambda: _build(data_cfg, progress)), folder
+
+
+def _build(data_cfg: dict, progress: bool) -> RawDataset:
+    name, size = data_cfg["name"], int(data_cfg["image_size"])
+    if name == "synthetic":
+        from .synthetic import render_synthetic
+
+        syn = data_cfg.get("synthetic") or {}
+        return render_synthetic(int(syn.get("num_per_class", 500)), size, int(syn.get("seed", 0)))
+    from .folders import read_kvasir, read_paired
+
+    root = Path(data_cfg["root"])
+    if name == "paired":
+        return read_paired(root, size, progress=progress)
+    return read_kvasir(root, size, nbi=data_cfg.get("nbi", "spectral"), progress=progress)
+
+
+def split_file(folder: Path, data_cfg: dict, seed: int) -> Path:
+    ratios = "-".join(f"{float(r):g}" for r in data_cfg.get("split", (0.6, 0.2, 0.2)))
+    return folder / f"split-{ratios}-seed{seed}.json"
+
+
+def load_split_indices(raw: RawDataset, folder: Path, data_cfg: dict, seed: int) -> dict[str, np.ndarray]:
+    """The train/val/test indices of a seed, read from (or first written to) its split file."""
+    path = split_file(folder, data_cfg, seed)
+    if path.exists():
+        return {k: np.asarray(v, dtype=np.int64) for k, v in json.loads(path.read_text()).items()}
+    parts = split_indices(raw.labels, tuple(data_cfg.get("split", (0.6, 0.2, 0.2))), seed)
+    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps({k: v.tolist() for k, v in parts.items()}))
+    os.replace(tmp, path)
+    return parts
+
+
+def _part(raw: RawDataset, idx: np.ndarray, hide_labels: bool = False) -> PairedArrays:
+    labels = np.full(len(idx), -1, dtype=np.int64) if hide_labels else raw.labels[idx].astype(np.int64)
+    return PairedArrays(wli=np.ascontiguousarray(raw.wli[idx]), nbi=np.ascontiguousarray(raw.nbi[idx]),
+                        labels=labels, index=idx)
+
+
+def make_split(raw: RawDataset, folder: Path, data_cfg: dict, labels: float, seed: int) -> SemiSupervisedSplit:
+    """The semi-supervised view of one (dataset, seed, label ratio)."""
+    parts = load_split_indices(raw, folder, data_cfg, seed)
+    labeled = labeled_indices(parts["train"], raw.labels, labels, seed, raw.classes)
+    unlabeled = np.setdiff1d(parts["train"], labeled)  # empty at 100% labels
+    return SemiSupervisedSplit(
+        dataset=data_cfg["name"], classes=raw.classes, labels_percent=check_ratio(labels),
+        labeled=_part(raw, labeled), unlabeled=_part(raw, unlabeled, hide_labels=True),
+        val=_part(raw, parts["val"]), test=_part(raw, parts["test"]),
+    )

@@ -1,0 +1,87 @@
+"""Batches for training and evaluation, straight from the cached uint8 arrays.
+
+Every random choice of a stream is a pure function of (seed, step), so a run resumed from a
+checkpoint at step k draws exactly the batches an uninterrupted run would have drawn.
+Augmentation is vectorised over the batch on the training device (no per-image Python loop)."""
+from __future__ import annotations
+
+from typing import Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .types import PairedArrays
+
+# ImageNet statistics, as timm's ViTs and USB's image pipelines use.
+MEAN = (0.485, 0.456, 0.406)
+STD = (0.229, 0.224, 0.225)
+
+
+def to_tensor(images: np.ndarray | torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
+    """uint8 (N, H, W, 3) -> normalised float (N, 3, H, W) on `device`."""
+    x = torch.as_tensor(images).to(device, non_blocking=True)
+    x = x.permute(0, 3, 1, 2).float().div_(255.0)
+    mean = torch.tensor(MEAN, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(STD, device=x.device).view(1, 3, 1, 1)
+    return x.sub_(mean).div_(std).contiguous()
+
+
+def step_generator(seed: int, step: int, salt: int = 0) -> torch.Generator:
+    """A CPU generator that depends only on (seed, step, salt)."""
+    g = torch.Generator()
+    g.manual_seed(int(np.random.SeedSequence([seed, step, salt]).generate_state(1)[0]))
+    return g
+
+
+def weak_augment(x: torch.Tensor, generator: torch.Generator, pad_fraction: float = 0.125) -> torch.Tensor:
+    """USB's weak view, batched: random horizontal flip and reflect-pad-and-crop.
+
+    x: (N, C, H, W) float -> (N, C, H, W)."""
+    n, _, h, w = x.shape
+    pad = max(1, int(round(h * pad_fraction)))
+    padded = F.pad(x, (pad, pad, pad, pad), mode="reflect")  # (N, C, H+2p, W+2p)
+    oy = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(x.device)
+    ox = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(x.device)
+    rows = oy[:, None] + torch.arange(h, device=x.device)  # (N, H)
+    cols = ox[:, None] + torch.arange(w, device=x.device)  # (N, W)
+    batch = torch.arange(n, device=x.device)[:, None, None]
+    out = padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]]  # (N, H, W, C)
+    out = out.permute(0, 3, 1, 2)
+    flip = (torch.rand(n, generator=generator) < 0.5).to(x.device)
+    return torch.where(flip[:, None, None, None], out.flip(3), out).contiguous()
+
+
+class BatchStream:
+    """Endless shuffled mini-batches of indices into one part of a split, epoch after epoch."""
+
+    def __init__(self, size: int, batch_size: int, seed: int, salt: int = 0):
+        if size <= 0:
+            raise ValueError("cannot draw batches from an empty set")
+        self.size, self.batch_size, self.seed, self.salt = size, batch_size, seed, salt
+
+    def _permutation(self, epoch: int) -> np.ndarray:
+        return np.random.default_rng([self.seed, self.salt, epoch]).permutation(self.size)
+
+    def indices(self, step: int) -> np.ndarray:
+        """Indices of batch number `step` (batches wrap across epoch boundaries)."""
+        start = step * self.batch_size
+        out = []
+        while len(out) < self.batch_size:
+            epoch, offset = divmod(start + len(out), self.size)
+            perm = self._permutation(epoch)
+            take = min(self.batch_size - len(out), self.size - offset)
+            out.extend(perm[offset : offset + take])
+        return np.asarray(out, dtype=np.int64)
+
+    def steps_per_epoch(self) -> int:
+        return max(1, self.size // self.batch_size)
+
+
+def eval_batches(
+    part: PairedArrays, batch_size: int, device: torch.device | str
+) -> Iterator[tuple[dict[str, torch.Tensor], np.ndarray]]:
+    """Un-augmented batches in order: ({"wli", "nbi"} tensors, labels)."""
+    for start in range(0, len(part), batch_size):
+        sl = slice(start, start + batch_size)
+        yield {"wli": to_tensor(part.wli[sl], device), "nbi": to_tensor(part.nbi[sl], device)}, part.labels[sl]

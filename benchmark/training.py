@@ -1,0 +1,205 @@
+"""The training loop every method shares. A method supplies one `step(it) -> {"loss": ..., ...}`
+closure; the loop owns everything around it: optimizer and schedule, AMP, the EMA model,
+evaluation and model selection on validation, atomic checkpoints with exact resume, NaN checks
+and the training curve."""
+from __future__ import annotations
+
+import copy
+import math
+import os
+import random
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+import torch
+from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from .contract import RunContext, Trained
+from .data.loaders import eval_batches
+from .data.types import PairedArrays
+
+StepFn = Callable[[int], dict[str, torch.Tensor]]
+
+
+class NonFiniteLoss(RuntimeError):
+    """The loss became NaN or infinite; the run stops and its cell is marked failed."""
+
+
+def build_optimizer(params: Iterable, train_cfg: dict) -> torch.optim.Optimizer:
+    name = train_cfg.get("optimizer", "adamw")
+    lr, wd = float(train_cfg["lr"]), float(train_cfg.get("weight_decay", 0.0))
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=wd)
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, weight_decay=wd, momentum=float(train_cfg.get("momentum", 0.9)), nesterov=True)
+    raise ValueError(f"unknown optimizer '{name}'; valid: adamw, sgd")
+
+
+def warmup_cosine(optimizer: torch.optim.Optimizer, total: int, warmup: int = 0, min_lr: float = 0.0):
+    """Linear warm-up, then cosine decay from each group's lr down to `min_lr`."""
+    base = [g["lr"] for g in optimizer.param_groups]
+
+    def factor(step: int, base_lr: float) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        floor = min(1.0, min_lr / base_lr) if base_lr > 0 else 0.0
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, [lambda s, b=b: factor(s, b) for b in base])
+
+
+@torch.no_grad()
+def predict_logits(predictor: nn.Module, part: PairedArrays, device: torch.device, batch_size: int = 256) -> torch.Tensor:
+    """Logits of a whole split part, in order, on the CPU."""
+    was_training = predictor.training
+    predictor.eval()
+    out = [predictor.predict(batch).float().cpu() for batch, _ in eval_batches(part, batch_size, device)]
+    predictor.train(was_training)
+    return torch.cat(out)
+
+
+def top1(predictor: nn.Module, part: PairedArrays, device: torch.device, batch_size: int = 256) -> float:
+    """Top-1 accuracy in percent."""
+    pred = predict_logits(predictor, part, device, batch_size).argmax(1).numpy()
+    return float((pred == part.labels).mean() * 100.0)
+
+
+def _atomic_save(obj, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _rng_state() -> dict:
+    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class TrainingLoop:
+    """Runs `iterations` steps of one model and selects the best validation checkpoint.
+
+    model: an nn.Module Predictor (`predict`, `embed`) whose parameters `step` trains.
+    extra_state / load_extra_state: a method's own state to checkpoint (e.g. USB hooks' buffers).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        train_cfg: dict,
+        ctx: RunContext,
+        val: PairedArrays | None,
+        name: str = "train",
+        iterations: int | None = None,
+        params: Iterable | None = None,
+        checkpoint_every: int | None = None,
+        extra_state: Callable[[], dict] | None = None,
+        load_extra_state: Callable[[dict], None] | None = None,
+    ):
+        self.model, self.cfg, self.ctx, self.val, self.name = model, train_cfg, ctx, val, name
+        self.iterations = int(iterations if iterations is not None else train_cfg["iterations"])
+        self.eval_every = max(1, int(train_cfg.get("eval_every", self.iterations)))
+        self.checkpoint_every = max(1, int(checkpoint_every or self.eval_every))
+        self.optimizer = build_optimizer(params if params is not None else model.parameters(), train_cfg)
+        self.scheduler = warmup_cosine(
+            self.optimizer, self.iterations, int(train_cfg.get("warmup_iterations", 0)), float(train_cfg.get("min_lr", 0.0))
+        )
+        self.scaler = torch.amp.GradScaler(ctx.device.type, enabled=ctx.amp)
+        decay = float(train_cfg.get("ema_momentum", 0.0))
+        self.ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True) if decay > 0 else None
+        self.extra_state, self.load_extra_state = extra_state, load_extra_state
+        self.path = Path(ctx.run_dir) / f"{name}_checkpoint.pt"
+        self.best_state: dict | None = None
+        self.best_val = -1.0
+        self.start = 0
+
+    @property
+    def eval_model(self) -> nn.Module:
+        return self.ema.module if self.ema is not None else self.model
+
+    def _state(self, step: int) -> dict:
+        return {
+            "step": step, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "best_state": self.best_state, "best_val": self.best_val, "rng": _rng_state(),
+            "extra": self.extra_state() if self.extra_state else None,
+        }
+
+    def _resume(self) -> None:
+        if not self.path.exists():
+            return
+        state = torch.load(self.path, map_location=self.ctx.device, weights_only=False)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        if self.ema is not None:
+            self.ema.load_state_dict(state["ema"])
+        self.best_state, self.best_val, self.start = state["best_state"], state["best_val"], state["step"]
+        _set_rng_state(state["rng"])
+        if self.load_extra_state and state["extra"] is not None:
+            self.load_extra_state(state["extra"])
+        rewind = getattr(self.ctx.curves, "rewind", None)
+        if rewind is not None:
+            rewind(self.name, self.start)
+
+    def _evaluate(self, step: int) -> None:
+        if self.val is None:
+            return
+        acc = top1(self.eval_model, self.val, self.ctx.device, int(self.cfg.get("eval_batch_size", 256)))
+        self.ctx.log(step, {f"{self.name}/val_top1": acc})
+        if acc > self.best_val:
+            self.best_val = acc
+            self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in self.eval_model.state_dict().items()}
+
+    def run(self, step_fn: StepFn) -> Trained:
+        self._resume()
+        self.model.train()
+        log_every = max(1, min(self.eval_every, 10))
+        for it in range(self.start, self.iterations):
+            with torch.autocast(self.ctx.device.type, enabled=self.ctx.amp):
+                out = step_fn(it)
+            loss = out["loss"]
+            if not torch.isfinite(loss.detach()).all():
+                raise NonFiniteLoss(f"{self.name}: loss is {loss.item()} at iteration {it}")
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.scheduler.step()
+            if self.ema is not None:
+                self.ema.update_parameters(self.model)
+            done = it + 1
+            if done % log_every == 0 or done == self.iterations:
+                values = {f"{self.name}/{k}": float(v.detach() if isinstance(v, torch.Tensor) else v) for k, v in out.items() if _is_scalar(v)}
+                values[f"{self.name}/lr"] = self.optimizer.param_groups[0]["lr"]
+                self.ctx.log(done, values)
+            if done % self.eval_every == 0 or done == self.iterations:
+                self._evaluate(done)
+            if done % self.checkpoint_every == 0 and done < self.iterations:
+                _atomic_save(self._state(done), self.path)
+        return self._finish()
+
+    def _finish(self) -> Trained:
+        last = self.eval_model
+        best = copy.deepcopy(last)
+        if self.best_state is not None:
+            best.load_state_dict(self.best_state)
+        best.eval()
+        last.eval()
+        return Trained(best=best, last=last, val_top1_best=self.best_val, iterations=self.iterations)
+
+
+def _is_scalar(value) -> bool:
+    return isinstance(value, (int, float)) or (isinstance(value, torch.Tensor) and value.numel() == 1)

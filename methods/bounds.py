@@ -1,0 +1,36 @@
+"""Supervised bounds: what the labeled WLI images alone give, and what all training labels give.
+Every table shows them so a reader sees what unlabeled data adds."""
+from __future__ import annotations
+
+import torch.nn.functional as F
+
+from benchmark.contract import RunContext, Trained
+from benchmark.data.types import SemiSupervisedSplit
+from benchmark.models import create_backbone
+from benchmark.training import TrainingLoop
+
+from .common import LabeledBatches, WLIClassifier
+from .registry import register_method
+
+
+def _train_supervised(data: SemiSupervisedSplit, cfg: dict, ctx: RunContext) -> Trained:
+    model = WLIClassifier(create_backbone(cfg["model"], data.num_classes)).to(ctx.device)
+    batches = LabeledBatches(data.labeled, int(cfg["train"]["batch_size"]), ctx.seed, ctx.device)
+
+    def step(it: int) -> dict:
+        x, y = batches(it)
+        loss = F.cross_entropy(model(x), y)
+        return {"loss": loss, "sup_loss": loss.detach()}
+
+    return TrainingLoop(model, cfg["train"], ctx, data.val).run(step)
+
+
+@register_method("supervised", modes=("single",), description="lower bound: labeled WLI images only")
+def train_supervised(data: SemiSupervisedSplit, cfg: dict, ctx: RunContext) -> Trained:
+    return _train_supervised(data, cfg, ctx)
+
+
+@register_method("fullysupervised", modes=("single",), fixed_labels=100.0,
+                 description="upper bound: every training image labeled")
+def train_fullysupervised(data: SemiSupervisedSplit, cfg: dict, ctx: RunContext) -> Trained:
+    return _train_supervised(data, cfg, ctx)
