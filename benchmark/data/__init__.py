@@ -17,7 +17,8 @@ from .splits import check_ratio, labeled_indices, split_indices
 from .types import KVASIR_CLASSES, PairedArrays, RawDataset, SemiSupervisedSplit
 
 DATASETS = ("synthetic", "kvasir", "kvasir-v2", "paired")
-# Bumped when decoding or rendering changes in a way that must invalidate existing caches.
+# Bump when decoding, rendering (synthetic.py) or the NBI simulation (spectral.py) changes the
+# arrays, so existing caches are rebuilt.
 CACHE_VERSION = 1
 
 __all__ = [
