@@ -21,6 +21,7 @@ class MethodSpec:
     description: str
     family: str  # module family, e.g. "usb", "bounds", "mics"
     fixed_labels: float | None = None  # e.g. 100 for a fully supervised bound: one cell, any ratio
+    group: str = "table2"  # `--method all` runs group "table2"; `--method ablations` group "ablation"
 
 
 _REGISTRY: dict[str, MethodSpec] = {}
@@ -31,6 +32,7 @@ def register_method(
     modes: tuple[str, ...],
     description: str,
     fixed_labels: float | None = None,
+    group: str = "table2",
 ) -> Callable[[Callable], Callable]:
     """Register `train` under `name`; the module's last dotted part is its family."""
     for mode in modes:
@@ -41,7 +43,7 @@ def register_method(
         if name in _REGISTRY:
             raise ValueError(f"method {name!r} registered twice")
         family = train.__module__.split(".")[1] if "." in train.__module__ else train.__module__
-        _REGISTRY[name] = MethodSpec(name, train, tuple(modes), description, family, fixed_labels)
+        _REGISTRY[name] = MethodSpec(name, train, tuple(modes), description, family, fixed_labels, group)
         return train
 
     return decorator
@@ -53,5 +55,8 @@ def get_method(name: str) -> MethodSpec:
     return _REGISTRY[name]
 
 
-def list_methods() -> list[MethodSpec]:
-    return list(_REGISTRY.values())
+GROUPS = ("table2", "ablation")
+
+
+def list_methods(group: str | None = None) -> list[MethodSpec]:
+    return [s for s in _REGISTRY.values() if group is None or s.group == group]

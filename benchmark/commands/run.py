@@ -15,7 +15,7 @@ from ..runtime import DEVICES
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--method", default="all", help="all, or comma-separated names (see `list`)")
+    parser.add_argument("--method", default="all", help="all (Table II), ablations, or comma-separated names (see `list`)")
     parser.add_argument("--labels", default="5,10,30,50", help="labeled percentages, e.g. 5,10,30,50")
     parser.add_argument("--dataset", default="synthetic", help=f"comma-separated: {', '.join(DATASETS)}")
     parser.add_argument("--data-root", default=None, help="folder of a real dataset")
@@ -42,7 +42,10 @@ def _numbers(text: str, kind: str, cast):
 
 def expand_grid(args: argparse.Namespace) -> list[Cell]:
     """Methods x modes x label ratios x seeds x datasets, in that nesting order (datasets outermost)."""
-    names = [s.name for s in methods.list_methods()] if args.method == "all" else _csv(args.method)
+    if args.method in ("all", "ablations"):
+        names = [s.name for s in methods.list_methods("table2" if args.method == "all" else "ablation")]
+    else:
+        names = _csv(args.method)
     specs = [methods.get_method(n) for n in names]
     if not specs:
         raise ConfigError("no method to run; see `python -m benchmark list`")
