@@ -68,6 +68,7 @@ def top1(predictor: nn.Module, part: PairedArrays, device: torch.device, batch_s
 
 
 def _atomic_save(obj, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     torch.save(obj, tmp)
     os.replace(tmp, path)

@@ -1,0 +1,81 @@
+"""The shared training loop: exact resume from a checkpoint, NaN stop, best-validation selection."""
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from benchmark.contract import RunContext
+from benchmark.data.types import PairedArrays
+from benchmark.training import NonFiniteLoss, TrainingLoop
+
+TRAIN = {"iterations": 12, "eval_every": 4, "lr": 0.05, "optimizer": "sgd", "ema_momentum": 0.9,
+         "warmup_iterations": 2, "min_lr": 0.0, "eval_batch_size": 16}
+
+
+class Tiny(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.fc = nn.Linear(3, 2)
+
+    def predict(self, batch):
+        return self.fc(batch["wli"].mean(dim=(2, 3)))
+
+    def embed(self, batch):
+        return batch["wli"].mean(dim=(2, 3))
+
+
+def _val():
+    rng = np.random.default_rng(0)
+    return PairedArrays(rng.integers(0, 255, (20, 4, 4, 3), dtype=np.uint8), rng.integers(0, 255, (20, 4, 4, 3), dtype=np.uint8),
+                        rng.integers(0, 2, 20), np.arange(20))
+
+
+def _step(model, crash_at=None):
+    def step(it):
+        if it == crash_at:
+            raise KeyboardInterrupt  # a kill between two checkpoints
+        g = torch.Generator().manual_seed(it)
+        x = torch.randn(8, 3, 4, 4, generator=g) + torch.rand(1).item()  # global RNG use is restored too
+        y = (x.mean(dim=(1, 2, 3)) > 0).long()
+        return {"loss": nn.functional.cross_entropy(model.predict({"wli": x}), y)}
+    return step
+
+
+def _ctx(tmp_path):
+    return RunContext(device=torch.device("cpu"), seed=0, run_dir=tmp_path, cache_dir=tmp_path)
+
+
+def test_resume_from_checkpoint_gives_the_same_weights_as_an_uninterrupted_run(tmp_path):
+    torch.manual_seed(1)
+    full = Tiny()
+    whole = TrainingLoop(full, TRAIN, _ctx(tmp_path / "a"), _val()).run(_step(full))
+
+    torch.manual_seed(1)
+    first = Tiny()
+    with pytest.raises(KeyboardInterrupt):
+        TrainingLoop(first, TRAIN, _ctx(tmp_path / "b"), _val()).run(_step(first, crash_at=10))
+    assert (tmp_path / "b" / "train_checkpoint.pt").exists()
+    torch.manual_seed(99)  # a new process: different global RNG until the checkpoint restores it
+    second = Tiny()
+    resumed = TrainingLoop(second, TRAIN, _ctx(tmp_path / "b"), _val()).run(_step(second))
+
+    for a, b in zip(whole.last.state_dict().values(), resumed.last.state_dict().values()):
+        assert torch.equal(a, b)
+    assert whole.val_top1_best == resumed.val_top1_best
+
+
+def test_nan_loss_stops_the_run_with_a_clear_error(tmp_path):
+    model = Tiny()
+    with pytest.raises(NonFiniteLoss, match="iteration 0"):
+        TrainingLoop(model, TRAIN, _ctx(tmp_path), _val()).run(lambda it: {"loss": torch.tensor(float("nan"), requires_grad=True)})
+
+
+def test_best_model_is_the_best_validation_checkpoint(tmp_path):
+    model = Tiny()
+    loop = TrainingLoop(model, TRAIN, _ctx(tmp_path), _val())
+    trained = loop.run(_step(model))
+    from benchmark.training import top1
+
+    assert top1(trained.best, _val(), torch.device("cpu")) == pytest.approx(trained.val_top1_best)
+    assert trained.val_top1_best >= top1(trained.last, _val(), torch.device("cpu"))
