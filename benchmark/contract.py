@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 import torch
 from torch import nn
@@ -25,6 +25,9 @@ class CurveLogger(Protocol):
     def log(self, step: int, values: dict[str, float]) -> None: ...
 
 
+ProgressHook = Callable[[str, int, int], None]  # (loop name, iterations done, total iterations)
+
+
 @dataclass
 class RunContext:
     """Where and how one run happens; nothing here changes what it computes."""
@@ -35,11 +38,16 @@ class RunContext:
     cache_dir: Path  # caches shared between runs (e.g. MICS pre-training per dataset/seed/profile)
     amp: bool = False
     curves: CurveLogger | None = None
-    progress: bool = False
+    progress: ProgressHook | None = None  # the harness's per-run progress bar
 
     def log(self, step: int, values: dict[str, float]) -> None:
         if self.curves is not None:
             self.curves.log(step, values)
+
+    def advance(self, loop: str, done: int, total: int) -> None:
+        """Tell the harness how far a training loop has come (it draws the run's progress bar)."""
+        if self.progress is not None:
+            self.progress(loop, done, total)
 
 
 @dataclass

@@ -1,14 +1,28 @@
-"""Run records: one `result.json` per finished run, and `results.csv`, their union."""
+"""Run records: one `result.json` per finished run, and `results.csv`, their union.
+
+Everything here may be called by several processes on one output folder at once (two `run`
+commands, later workers or Slurm jobs): files are replaced atomically, and whatever must not
+happen twice at the same time holds an `flock` (`file_lock`), which the kernel releases when its
+process dies, even by SIGKILL, so no lock is ever left stale."""
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import socket
+import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pandas as pd
 
+from .errors import BenchmarkError
+
 RECORD = "result.json"
+FAILED = "failed.json"  # marker of a run that stopped with an error; its log says why
+RESULTS = "results.csv"
 
 
 def run_dir(out: Path, dataset: str, method: str, mode: str, labels: float, seed: int) -> Path:
@@ -28,6 +42,49 @@ def read_record(folder: Path) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
+def read_failure(folder: Path) -> dict | None:
+    path = Path(folder) / FAILED
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+@contextmanager
+def file_lock(path: Path, wait: bool = True) -> Iterator[bool]:
+    """Hold an exclusive `flock` on `path` for the `with` block; yields whether it was acquired.
+
+    With `wait=False` a lock held elsewhere yields False at once. The holder writes who it is into
+    the file, for `lock_holder`. Lock files are never deleted: deleting one while another process
+    waits on it would let two processes hold "the" lock at once."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            acquired = True
+        except BlockingIOError:
+            acquired = False
+        if acquired:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{socket.gethostname()} pid {os.getpid()} since {time.strftime('%Y-%m-%d %H:%M:%S')}".encode())
+        yield acquired
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def lock_holder(path: Path) -> str | None:
+    """Who holds the lock on `path` ("host pid N since ..."), or None when nobody does."""
+    if not path.exists():
+        return None
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # a shared lock: read-only is enough
+        except BlockingIOError:
+            return Path(path).read_text().strip() or "another process"
+        return None
+    finally:
+        os.close(fd)
+
+
 def bootstrap_ci95(correct: np.ndarray, resamples: int = 1000, seed: int = 0) -> tuple[float, float]:
     """Percentile bootstrap interval of the accuracy (%) of a vector of 0/1 outcomes."""
     correct = np.asarray(correct, dtype=np.float64)
@@ -44,23 +101,44 @@ def collect_records(out: Path) -> list[dict]:
 COLUMNS = [
     "dataset", "method", "mode", "labels", "seed", "profile", "test_top1", "test_top1_last",
     "val_top1_best", "ci95_low", "ci95_high", "n_labeled", "n_unlabeled", "n_val", "n_test",
-    "iterations", "wall_s", "device", "peak_rss_mb", "config_hash", "code_version",
+    "iterations", "wall_s", "device", "peak_rss_mb", "nbi", "data_root", "image_size", "arch",
+    "config_hash", "code_version",
 ]
 
 
+def _row(rec: dict) -> dict:
+    """The flat results.csv row of a record; where the data came from is taken from its config, so
+    a report can say which dataset files and NBI source its numbers stand on."""
+    row = {k: rec.get(k) for k in COLUMNS}
+    row["ci95_low"], row["ci95_high"] = rec["test_top1_ci95"]
+    cfg = rec["config"]
+    row["nbi"] = cfg["data"].get("nbi")
+    row["data_root"] = cfg["data"].get("root")
+    row["image_size"] = cfg["data"].get("image_size")
+    row["arch"] = cfg["model"].get("arch")
+    return row
+
+
 def rebuild_results_csv(out: Path) -> pd.DataFrame:
-    """`<out>/results.csv` from every record under `<out>/runs`, written atomically."""
-    rows = []
-    for rec in collect_records(out):
-        row = {k: rec.get(k) for k in COLUMNS}
-        row["ci95_low"], row["ci95_high"] = rec["test_top1_ci95"]
-        rows.append(row)
-    table = pd.DataFrame(rows, columns=COLUMNS)
-    if len(table):
-        table = table.sort_values(["dataset", "method", "mode", "labels", "seed"]).reset_index(drop=True)
-    path = Path(out) / "results.csv"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".results.csv.{os.getpid()}.tmp")
-    table.to_csv(tmp, index=False)
-    os.replace(tmp, path)
+    """`<out>/results.csv` from every record under `<out>/runs`, written atomically.
+
+    Rebuilds are serialised by a lock: otherwise a process that read the records just before
+    another one added its record could write its older table last."""
+    with file_lock(Path(out) / ".results.lock"):
+        table = pd.DataFrame([_row(rec) for rec in collect_records(out)], columns=COLUMNS)
+        if len(table):
+            table = table.sort_values(["dataset", "method", "mode", "labels", "seed"]).reset_index(drop=True)
+        path = Path(out) / RESULTS
+        tmp = path.with_name(f".{RESULTS}.{os.getpid()}.tmp")
+        table.to_csv(tmp, index=False)
+        os.replace(tmp, path)
+    return table
+
+
+def read_results(out: Path) -> pd.DataFrame:
+    """`<out>/results.csv`, the only input of reports; an error if there is nothing in it."""
+    path = Path(out) / RESULTS
+    table = pd.read_csv(path) if path.exists() else None
+    if table is None or table.empty:
+        raise BenchmarkError(f"no results in {path}; run `python -m benchmark run` first")
     return table

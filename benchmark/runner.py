@@ -1,24 +1,44 @@
-"""Runs grid cells: one (dataset, method, mode, label ratio, seed) each, one record each."""
+"""Runs grid cells: one (dataset, method, mode, label ratio, seed) each, one record each.
+
+A cell's folder holds, while it runs and after: `config_hash` (what the files there were computed
+with), `run.log`, `curves.jsonl`, `tensorboard/`, the training loop's `*_checkpoint.pt`, and at the
+end `test_outputs.npz`, `model.pt` and last of all `result.json`; or `failed.json` when the run
+stopped with an error.
+
+`run_cell` depends only on its arguments and the files under `out`, so a local pool or a Slurm job
+can call it in another process. Each call claims its cell with a lock beside the cell's folder
+(`<seed folder>.lock`) before touching it: any number of processes can work on one output folder,
+and a cell another process holds is left to it."""
 from __future__ import annotations
 
+import logging
 import shutil
 import time
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 import methods
 
-from .config import build_config, config_hash
+from .config import build_config, config_hash, set_dotted
 from .contract import RunContext, Trained
 from .curves import CurveWriter
 from .data import load_dataset, make_split
 from .data.loaders import eval_batches
-from .results import RECORD, bootstrap_ci95, read_record, run_dir, write_json_atomic
+from .errors import BenchmarkError, ConfigError
+from .results import (FAILED, RECORD, bootstrap_ci95, file_lock, lock_holder, read_failure, read_record,
+                      rebuild_results_csv, run_dir, write_json_atomic)
 from .runtime import code_version, configure_threads, peak_rss_mb, resolve_amp, resolve_device, seed_everything
 from .training import predict_logits
+
+_log = logging.getLogger(__name__)
+LOG = "run.log"
+HASH = "config_hash"
+CHECKPOINTS = "*_checkpoint.pt"
 
 
 @dataclass(frozen=True)
@@ -32,40 +52,255 @@ class Cell:
     def folder(self, out: Path) -> Path:
         return run_dir(out, self.dataset, self.method, self.mode, self.labels, self.seed)
 
+    def lock(self, out: Path) -> Path:
+        """Beside the folder, not in it: a run that starts over may delete its folder, never its lock."""
+        folder = self.folder(out)
+        return folder.with_name(folder.name + ".lock")
+
     def __str__(self) -> str:
         return f"{self.dataset}/{self.method}/{self.mode}/labels{self.labels:g}/seed{self.seed}"
 
 
-def cell_config(cell: Cell, profile: str, overrides: dict | None, data_root: str | None, nbi: str | None) -> dict:
-    return build_config(profile, cell.method, cell.mode, cell.dataset, cell.labels, cell.seed,
-                        overrides, data_root, nbi)
+@dataclass
+class Outcome:
+    """What became of one cell; plain data, so it can come back from another process."""
+
+    cell: Cell
+    status: str  # "finished", "done" (a matching record was already there), "failed", "busy"
+    record: dict | None = None
+    message: str = ""  # failed: the error; busy: who holds the cell
+    log: Path | None = None
 
 
-def run_cell(cell: Cell, cfg: dict, out: Path, device: str = "auto") -> dict:
-    """Train and evaluate one cell; the record is written only once the run has finished."""
+def cell_configs(cells: list[Cell], profile: str, overrides: dict | None, data_root: str | None,
+                 nbi: str | None) -> list[dict]:
+    """The effective config of every cell.
+
+    An override applies to each cell whose config has its key, so `--set method.T=0.9` reaches the
+    methods that have a `T` and leaves the others alone; a key that no cell has is an error (a typo
+    must not be silently ignored)."""
+    configs = [build_config(profile, c.method, c.mode, c.dataset, c.labels, c.seed, None, data_root, nbi)
+               for c in cells]
+    for key, value in (overrides or {}).items():
+        error: ConfigError | None = None
+        applied = False
+        for cfg in configs:
+            try:
+                set_dotted(cfg, key, value)
+                applied = True
+            except ConfigError as err:
+                error = err
+        if not applied and error is not None:
+            raise error
+    return configs
+
+
+def is_done(cell: Cell, cfg: dict, out: Path) -> bool:
+    """A record computed with this very config exists."""
+    record = read_record(cell.folder(out))
+    return record is not None and record.get("config_hash") == config_hash(cfg)
+
+
+def cell_status(cell: Cell, cfg: dict, out: Path) -> tuple[str, str]:
+    """(status, detail) of a cell as `run` would find it: done, running, failed, rerun, resume or todo."""
+    folder, chash = cell.folder(out), config_hash(cfg)
+    record = read_record(folder)
+    if record is not None and record.get("config_hash") == chash:
+        return "done", f"test_top1 {record['test_top1']:.2f}"
+    holder = lock_holder(cell.lock(out))
+    if holder is not None:
+        return "running", holder
+    if _folder_hash(folder) not in (None, chash):
+        return "rerun", "config changed: starts over"
+    failure = read_failure(folder)
+    if failure is not None:
+        return "failed", f"{failure['message']} (will be retried)"
+    checkpoints = sorted(p.name for p in folder.glob(CHECKPOINTS))
+    if checkpoints:
+        return "resume", "from " + ", ".join(checkpoints)
+    return "todo", ""
+
+
+def run_cell(cell: Cell, cfg: dict, out: Path, device: str = "auto", show_progress: bool = False) -> Outcome:
+    """Train and evaluate one cell unless a record of the same config exists.
+
+    A killed run leaves its checkpoints and no record; the next call resumes from them. A run that
+    raises (a NaN loss, a bug in a method) leaves `failed.json` and its traceback in `run.log`, and
+    is retried by the next call. User errors (`BenchmarkError`) propagate: they concern every cell."""
+    out = Path(out)
+    folder = cell.folder(out)
+    if is_done(cell, cfg, out):
+        return Outcome(cell, "done", read_record(folder))
+    with file_lock(cell.lock(out), wait=False) as claimed:
+        if not claimed:
+            return Outcome(cell, "busy", message=lock_holder(cell.lock(out)) or "another process")
+        if is_done(cell, cfg, out):  # finished by another process between our check and our claim
+            return Outcome(cell, "done", read_record(folder))
+        reason = _prepare_folder(folder, config_hash(cfg))
+        with _RunLog(folder / LOG):
+            if reason:
+                _log.info(reason)
+            try:
+                record = _train_and_evaluate(cell, cfg, out, device, show_progress)
+            except BenchmarkError:
+                raise
+            except KeyboardInterrupt:
+                _log.warning("interrupted; the next run resumes from the last checkpoint")
+                raise
+            except Exception as err:  # noqa: BLE001 - one broken cell must not stop the grid
+                message = _one_line(err)
+                _log.error("FAILED: %s\n%s", message, traceback.format_exc())
+                write_json_atomic(folder / FAILED, {"message": message, "config_hash": config_hash(cfg),
+                                                    "time": time.strftime("%Y-%m-%d %H:%M:%S")})
+                return Outcome(cell, "failed", message=message, log=folder / LOG)
+    return Outcome(cell, "finished", record, log=folder / LOG)
+
+
+def run_grid(cells: list[Cell], configs: list[dict], out: Path, device: str = "auto") -> list[Outcome]:
+    """Run the cells in order with a progress bar, one summary line per cell, and `results.csv`
+    rebuilt after every finished cell (so a killed grid leaves an up-to-date table)."""
+    done = [is_done(c, cfg, out) for c, cfg in zip(cells, configs)]
+    pending = [(c, cfg) for c, cfg, d in zip(cells, configs, done) if not d]
+    print(f"{len(cells)} cells: {len(cells) - len(pending)} already done, {len(pending)} to run")
+    outcomes = [Outcome(c, "done") for c, d in zip(cells, done) if d]
+    with tqdm(total=len(pending), desc="grid", unit="run", position=0, disable=None) as bar:
+        for i, (cell, cfg) in enumerate(pending, 1):
+            bar.set_postfix_str(str(cell))
+            outcome = run_cell(cell, cfg, out, device, show_progress=True)
+            outcomes.append(outcome)
+            if outcome.status == "finished":
+                rebuild_results_csv(out)
+            tqdm.write(f"[{i}/{len(pending)}] {cell}: {summary_line(outcome)}")
+            bar.update()
+    return outcomes
+
+
+def summary_line(outcome: Outcome) -> str:
+    """One line per cell: accuracy, interval and time, or why it did not run."""
+    if outcome.status == "finished":
+        rec = outcome.record
+        lo, hi = rec["test_top1_ci95"]
+        return f"test_top1 {rec['test_top1']:.2f} [{lo:.2f}, {hi:.2f}]  val {rec['val_top1_best']:.2f}  {rec['wall_s']:.1f} s"
+    if outcome.status == "failed":
+        return f"FAILED: {outcome.message} (log: {outcome.log})"
+    if outcome.status == "busy":
+        return f"skipped: being run by {outcome.message}"
+    return "already done"
+
+
+class RunProgress:
+    """A progress bar for one run, fed through `RunContext.progress(loop, done, total)` by the
+    training loop; it starts a new bar when the loop changes (e.g. pre-training, then fine-tuning)."""
+
+    def __init__(self, label: str, enabled: bool):
+        self.label, self.enabled = label, enabled
+        self.loop: str | None = None
+        self.bar: tqdm | None = None
+
+    def __call__(self, loop: str, done: int, total: int) -> None:
+        if self.bar is None or loop != self.loop:
+            self.close()
+            self.loop = loop
+            self.bar = tqdm(total=total, initial=done, desc=f"{self.label} {loop}", unit="it",
+                            position=1, leave=False, disable=None if self.enabled else True)
+        self.bar.update(done - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def _one_line(err: Exception) -> str:
+    """`Type: first line of the message`, for summaries; the log has the whole traceback."""
+    lines = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {lines[0]}" if lines else type(err).__name__
+
+
+def _folder_hash(folder: Path) -> str | None:
+    marker = folder / HASH
+    return marker.read_text().strip() if marker.exists() else None
+
+
+def _prepare_folder(folder: Path, chash: str) -> str:
+    """Make `folder` ready for a run of config `chash`; returns what was done, for the log.
+
+    Files of another config (or of unknown origin) go, so a changed config starts over. Without a
+    checkpoint the run starts from scratch, so the curves of an earlier attempt go too; with one,
+    the training loop resumes and rewinds the curves itself. A previous failure marker and temporary
+    files of a killed write go in any case."""
+    old = _folder_hash(folder)
+    reason = ""
+    if folder.exists() and old != chash and any(folder.iterdir()):
+        shutil.rmtree(folder)
+        reason = f"files of config {old or 'unknown'} found: starting over with config {chash}"
+    folder.mkdir(parents=True, exist_ok=True)
+    _write_text_atomic(folder / HASH, chash)
+    checkpoints = sorted(p.name for p in folder.glob(CHECKPOINTS))
+    if checkpoints:
+        reason = reason or f"resuming from {', '.join(checkpoints)}"
+    else:
+        (folder / "curves.jsonl").unlink(missing_ok=True)
+        shutil.rmtree(folder / "tensorboard", ignore_errors=True)
+    for stale in [folder / FAILED, *folder.glob("*.tmp")]:  # pathlib's * matches dot files too
+        stale.unlink(missing_ok=True)
+    return reason
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+class _RunLog:
+    """For the `with` block, INFO and up from the suite and its methods (and WARNING and up that any
+    library logs) also go to the run's own log file, appended across attempts."""
+
+    LOGGERS = ("benchmark", "methods")
+
+    def __init__(self, path: Path):
+        self.handler = logging.FileHandler(path, encoding="utf-8")
+        self.handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        self.levels: dict[str, int] = {}
+
+    def __enter__(self) -> "_RunLog":
+        logging.getLogger().addHandler(self.handler)
+        for name in self.LOGGERS:
+            logger = logging.getLogger(name)
+            self.levels[name] = logger.level
+            logger.setLevel(logging.INFO)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for name, level in self.levels.items():
+            logging.getLogger(name).setLevel(level)
+        logging.getLogger().removeHandler(self.handler)
+        self.handler.close()
+
+
+def _train_and_evaluate(cell: Cell, cfg: dict, out: Path, device: str, show_progress: bool) -> dict:
+    """The run itself: train, evaluate the selected and the last model on test, write the record."""
     spec = methods.get_method(cell.method)
     folder = cell.folder(out)
     chash = config_hash(cfg)
-    done = read_record(folder)
-    if done is not None and done.get("config_hash") == chash:
-        return done
-    if done is not None or _stale_checkpoints(folder, chash):  # a changed config starts over
-        shutil.rmtree(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "config_hash").write_text(chash)
-
     dev = resolve_device(device if device != "auto" else cfg["runtime"]["device"])
+    _log.info("run %s on %s, config %s, code %s", cell, dev, chash, code_version())
     configure_threads(cfg["runtime"].get("threads"))
     seed_everything(cell.seed)
     raw, cache = load_dataset(cfg["data"])
     split = make_split(raw, cache, cfg["data"], cell.labels, cell.seed)
-    curves = CurveWriter(folder)
-    ctx = RunContext(device=dev, seed=cell.seed, run_dir=folder, cache_dir=Path(out) / "cache",
-                     amp=resolve_amp(cfg["runtime"].get("amp", "auto"), dev), curves=curves)
+    curves = CurveWriter(folder, logger=_log)
+    progress = RunProgress(str(cell), show_progress)
+    # `cache_dir` is absolute and fixed per output folder: every cell (and process) of this output
+    # folder shares it, e.g. one MICS pre-training per (dataset, seed, profile).
+    ctx = RunContext(device=dev, seed=cell.seed, run_dir=folder, cache_dir=out.resolve() / "cache",
+                     amp=resolve_amp(cfg["runtime"].get("amp", "auto"), dev), curves=curves, progress=progress)
     start = time.perf_counter()
     try:
         trained: Trained = spec.train(split, cfg, ctx)
     finally:
+        progress.close()
         curves.close()
     wall = time.perf_counter() - start
 
@@ -73,7 +308,7 @@ def run_cell(cell: Cell, cfg: dict, out: Path, device: str = "auto") -> dict:
     best_logits = predict_logits(trained.best, split.test, dev, batch)
     last_logits = predict_logits(trained.last, split.test, dev, batch)
     correct = (best_logits.argmax(1).numpy() == split.test.labels)
-    _save_outputs(folder, trained, split.test, best_logits, dev, batch)
+    _save_outputs(folder, trained, split, best_logits, dev, batch)
     record = {
         "method": cell.method, "mode": cell.mode, "dataset": cell.dataset, "labels": cell.labels,
         "seed": cell.seed, "profile": cfg["profile"],
@@ -87,22 +322,25 @@ def run_cell(cell: Cell, cfg: dict, out: Path, device: str = "auto") -> dict:
         "peak_rss_mb": round(peak_rss_mb(), 1), "config": cfg, "config_hash": chash,
         "code_version": code_version(), "info": trained.info,
     }
-    for stale in folder.glob("*_checkpoint.pt"):
-        stale.unlink()
     write_json_atomic(folder / RECORD, record)
+    for checkpoint in folder.glob(CHECKPOINTS):  # only after the record: a kill in between loses nothing
+        checkpoint.unlink()
+    _log.info("finished: test_top1 %.2f, val_top1_best %.2f, %.1f s", record["test_top1"],
+              record["val_top1_best"], wall)
     return record
 
 
-def _stale_checkpoints(folder: Path, chash: str) -> bool:
-    marker = folder / "config_hash"
-    return marker.exists() and marker.read_text().strip() != chash
-
-
 @torch.no_grad()
-def _save_outputs(folder: Path, trained: Trained, test, logits: torch.Tensor, device, batch_size: int) -> None:
-    """The selected model and its test-set features, so figures never retrain anything."""
+def _save_outputs(folder: Path, trained: Trained, split, logits: torch.Tensor, device, batch_size: int) -> None:
+    """The selected model and its test-set features (with the class names, for legends), so
+    figures never retrain anything. Both files are complete before the record exists."""
     model = trained.best.eval()
-    feats = [model.embed(b).float().cpu() for b, _ in eval_batches(test, batch_size, device)]
-    np.savez(folder / "test_outputs.npz", features=torch.cat(feats).numpy(), labels=test.labels,
-             logits=logits.numpy(), index=test.index)
-    torch.save(trained.best.state_dict(), folder / "model.pt")
+    feats = [model.embed(b).float().cpu() for b, _ in eval_batches(split.test, batch_size, device)]
+    tmp = folder / ".test_outputs.npz.tmp"
+    with open(tmp, "wb") as f:  # a file object: np.savez would append ".npz" to a name
+        np.savez(f, features=torch.cat(feats).numpy(), labels=split.test.labels, logits=logits.numpy(),
+                 index=split.test.index, classes=np.asarray(split.classes))
+    tmp.replace(folder / "test_outputs.npz")
+    tmp = folder / ".model.pt.tmp"
+    torch.save(trained.best.state_dict(), tmp)
+    tmp.replace(folder / "model.pt")

@@ -138,7 +138,10 @@ class TrainingLoop:
         }
 
     def _resume(self) -> None:
+        rewind = getattr(self.ctx.curves, "rewind", None)
         if not self.path.exists():
+            if rewind is not None:  # starting from scratch: an earlier attempt's curve goes
+                rewind(self.name, 0)
             return
         state = torch.load(self.path, map_location=self.ctx.device, weights_only=False)
         self.model.load_state_dict(state["model"])
@@ -151,7 +154,6 @@ class TrainingLoop:
         _set_rng_state(state["rng"])
         if self.load_extra_state and state["extra"] is not None:
             self.load_extra_state(state["extra"])
-        rewind = getattr(self.ctx.curves, "rewind", None)
         if rewind is not None:
             rewind(self.name, self.start)
 
@@ -166,6 +168,7 @@ class TrainingLoop:
 
     def run(self, step_fn: StepFn) -> Trained:
         self._resume()
+        self.ctx.advance(self.name, self.start, self.iterations)
         self.model.train()
         log_every = max(1, min(self.eval_every, 10))
         for it in range(self.start, self.iterations):
@@ -182,6 +185,7 @@ class TrainingLoop:
             if self.ema is not None:
                 self.ema.update_parameters(self.model)
             done = it + 1
+            self.ctx.advance(self.name, done, self.iterations)
             if done % log_every == 0 or done == self.iterations:
                 values = {f"{self.name}/{k}": float(v.detach() if isinstance(v, torch.Tensor) else v) for k, v in out.items() if _is_scalar(v)}
                 values[f"{self.name}/lr"] = self.optimizer.param_groups[0]["lr"]

@@ -91,7 +91,8 @@ def test_bad_input_is_one_line_and_exit_code_2(argv, message, capsys, tmp_path):
 
 
 def test_a_smoke_run_writes_a_complete_record(tmp_path, smoke_args):
-    assert main(["run", "--method", "supervised", "--labels", "50", *smoke_args, "--out", str(tmp_path)]) == 0
+    assert main(["run", "--method", "supervised", "--labels", "50", *smoke_args, "--out", str(tmp_path),
+                 "--reports", str(tmp_path / "reports")]) == 0
     record = json.loads(next(tmp_path.glob("runs/synthetic/supervised/single/labels50/seed0/result.json")).read_text())
     for key in ("method", "mode", "dataset", "labels", "seed", "profile", "test_top1", "test_top1_last",
                 "val_top1_best", "test_top1_ci95", "n_labeled", "n_unlabeled", "n_val", "n_test",

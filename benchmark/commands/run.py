@@ -1,7 +1,9 @@
-"""`run`: expand the grid and run every cell that has no finished record."""
+"""`run`: expand the grid and run every cell that has no finished record, then report."""
 from __future__ import annotations
 
 import argparse
+import time
+from collections import Counter
 from pathlib import Path
 
 import methods
@@ -10,8 +12,9 @@ from ..config import DEFAULT_PROFILE, PROFILES, parse_overrides
 from ..data import DATASETS, check_ratio
 from ..errors import ConfigError, unknown_name
 from ..results import rebuild_results_csv
-from ..runner import Cell, cell_config, run_cell
-from ..runtime import DEVICES
+from ..runner import Cell, cell_configs, cell_status, run_grid
+from ..runtime import DEVICES, resolve_device
+from .report import write_reports
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -25,7 +28,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--profile", default=DEFAULT_PROFILE, help=f"one of {', '.join(PROFILES)}")
     parser.add_argument("--device", default="auto", help=f"one of {', '.join(DEVICES)}")
     parser.add_argument("--out", default="results", type=Path, help="output folder")
-    parser.add_argument("--set", dest="overrides", action="append", metavar="KEY=VALUE", help="config override, repeatable")
+    parser.add_argument("--reports", default="reports", type=Path, help="folder of the tables and figures")
+    parser.add_argument("--set", dest="overrides", action="append", metavar="KEY=VALUE",
+                        help="config override, repeatable; applies to the cells whose config has KEY")
     parser.add_argument("--dry-run", action="store_true", help="print the cells and what is already done")
 
 
@@ -33,32 +38,39 @@ def _csv(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
 
 
-def _numbers(text: str, kind: str, cast):
+def _numbers(text: str, kind: str, cast) -> list:
     try:
-        return [cast(t) for t in _csv(text)]
+        values = [cast(t) for t in _csv(text)]
     except ValueError:
         raise ConfigError(f"bad {kind} '{text}'; expected comma-separated numbers") from None
+    if not values:
+        raise ConfigError(f"no {kind} given")
+    return values
 
 
 def expand_grid(args: argparse.Namespace) -> list[Cell]:
-    """Methods x modes x label ratios x seeds x datasets, in that nesting order (datasets outermost)."""
+    """Methods x modes x label ratios x seeds x datasets, in that nesting order (datasets outermost).
+
+    Each method runs in the modes it supports (baselines single and multi, MICS fused); a method
+    with fixed labels (the fully supervised bound) runs once per dataset and seed."""
     if args.method in ("all", "ablations"):
         names = [s.name for s in methods.list_methods("table2" if args.method == "all" else "ablation")]
     else:
-        names = _csv(args.method)
+        names = list(dict.fromkeys(_csv(args.method)))
     specs = [methods.get_method(n) for n in names]
     if not specs:
         raise ConfigError("no method to run; see `python -m benchmark list`")
-    datasets = _csv(args.dataset)
+    datasets = list(dict.fromkeys(_csv(args.dataset)))
     for d in datasets:
         if d not in DATASETS:
             raise unknown_name("dataset", d, DATASETS)
-    ratios = [check_ratio(r) for r in _numbers(args.labels, "label ratios", float)]
-    seeds = _numbers(args.seeds, "seeds", int)
+    if not datasets:
+        raise ConfigError("no dataset given")
+    ratios = [check_ratio(r) for r in dict.fromkeys(_numbers(args.labels, "label ratios", float))]
+    seeds = list(dict.fromkeys(_numbers(args.seeds, "seeds", int)))
     wanted = set(_csv(args.modes)) if args.modes else None
-    if wanted:
-        for m in wanted - set(methods.registry.MODES):
-            raise unknown_name("mode", m, methods.registry.MODES)
+    for m in sorted((wanted or set()) - set(methods.registry.MODES)):
+        raise unknown_name("mode", m, methods.registry.MODES)
     cells = []
     for dataset in datasets:
         for spec in specs:
@@ -68,19 +80,45 @@ def expand_grid(args: argparse.Namespace) -> list[Cell]:
                 for labels in cell_ratios:
                     for seed in seeds:
                         cells.append(Cell(dataset, spec.name, mode, labels, seed))
+    if not cells:
+        supported = "; ".join(f"{s.name}: {','.join(s.modes)}" for s in specs)
+        raise ConfigError(f"no cell: none of the methods runs in modes {args.modes} ({supported})")
     return cells
 
 
 def main(args: argparse.Namespace) -> int:
-    cells = expand_grid(args)
     overrides = parse_overrides(args.overrides)
-    configs = [cell_config(c, args.profile, overrides, args.data_root, args.nbi) for c in cells]
+    cells = expand_grid(args)
+    resolve_device(args.device)  # a bad or missing device is an error before anything runs
+    configs = cell_configs(cells, args.profile, overrides, args.data_root, args.nbi)
     if args.dry_run:
-        for cell in cells:
-            print(f"{'done' if (cell.folder(args.out) / 'result.json').exists() else 'todo'}  {cell}")
-        return 0
-    for cell, cfg in zip(cells, configs):
-        rec = run_cell(cell, cfg, args.out, args.device)
-        print(f"{cell}: test_top1 {rec['test_top1']:.2f}  ({rec['wall_s']:.1f} s)")
-    rebuild_results_csv(args.out)
+        return _dry_run(cells, configs, args.out)
+
+    start = time.perf_counter()
+    outcomes = run_grid(cells, configs, args.out, args.device)
+    counts = Counter(o.status for o in outcomes)
+    print(f"grid: {counts['finished']} finished, {counts['done']} already done, {counts['failed']} failed, "
+          f"{counts['busy']} left to another process ({time.perf_counter() - start:.1f} s)")
+    for o in outcomes:
+        if o.status == "failed":
+            print(f"  failed: {o.cell}: {o.message} (log: {o.log})")
+        elif o.status == "busy":
+            print(f"  running elsewhere: {o.cell}: {o.message}")
+
+    results = rebuild_results_csv(args.out)
+    if not results.empty:
+        written = write_reports(results, args.out, args.reports)
+        markdown = args.reports / "table2.md"
+        if markdown in written:
+            print("\n" + markdown.read_text())
+        print("wrote " + ", ".join(str(p) for p in written))
+    return 1 if counts["failed"] else 0
+
+
+def _dry_run(cells: list[Cell], configs: list[dict], out: Path) -> int:
+    statuses = [cell_status(c, cfg, out) for c, cfg in zip(cells, configs)]
+    for cell, (status, detail) in zip(cells, statuses):
+        print(f"{status:<8} {cell}" + (f"  ({detail})" if detail else ""))
+    counts = Counter(s for s, _ in statuses)
+    print(f"{len(cells)} cells: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
     return 0
