@@ -48,11 +48,27 @@ def load_profile(name: str) -> dict:
 
 
 def method_config(method: str, profile: str) -> dict:
-    """Hyper-parameters of one method under one profile; empty if the method has no YAML."""
-    path = CONFIG_DIR / "methods" / f"{method}.yaml"
-    raw = _read_yaml(path) if path.exists() else {}
+    """Hyper-parameters of one method under one profile; empty if the method has no YAML.
+
+    An ablation preset registered as its own method has no YAML of its own: it is an entry of the
+    `presets:` block of its family's YAML, whose `method:` part is laid over that YAML's settings."""
+    path: Path | None = CONFIG_DIR / "methods" / f"{method}.yaml"
+    preset: dict = {}
+    if not path.exists():
+        path, preset = _find_preset(method)
+    raw = _read_yaml(path) if path is not None else {}
     per_profile = raw.pop("profiles", {}) or {}
-    return deep_merge(raw, per_profile.get(profile, {}) or {})
+    raw.pop("presets", None)
+    return deep_merge(deep_merge(raw, per_profile.get(profile, {}) or {}), preset)
+
+
+def _find_preset(method: str) -> tuple[Path | None, dict]:
+    """(the YAML whose `presets:` names `method`, the preset's `method:` block), else (None, {})."""
+    for path in sorted((CONFIG_DIR / "methods").glob("*.yaml")):
+        presets = _read_yaml(path).get("presets") or {}
+        if method in presets:
+            return path, presets[method].get("method") or {}
+    return None, {}
 
 
 def parse_overrides(pairs: list[str] | None) -> dict[str, Any]:

@@ -68,8 +68,10 @@ class SemiSupervisedSplit:
 
     @property
     def train_pairs(self) -> tuple[np.ndarray, np.ndarray]:
-        """Every training pair, labeled and unlabeled (for label-free pre-training)."""
+        """Every training pair in dataset order, labeled or not: the same arrays at every label
+        ratio, so label-free pre-training does not depend on the ratio."""
+        order = np.argsort(np.concatenate([self.labeled.index, self.unlabeled.index]), kind="stable")
         return (
-            np.concatenate([self.labeled.wli, self.unlabeled.wli]),
-            np.concatenate([self.labeled.nbi, self.unlabeled.nbi]),
+            np.concatenate([self.labeled.wli, self.unlabeled.wli])[order],
+            np.concatenate([self.labeled.nbi, self.unlabeled.nbi])[order],
         )

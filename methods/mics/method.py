@@ -1,0 +1,212 @@
+"""MICS's three stages behind the method contract, and its ablation presets.
+
+    path = pretrain(split, cfg, ctx)   # 1 + 2: pre-training and the shift vector dictionary, cached
+    trained = train(split, cfg, ctx)   # 3: fusion fine-tuning on the labeled pairs (pre-trains if needed)
+
+Stages 1 and 2 use no labels, so their checkpoint is shared by every label ratio (and by the Table IV
+presets, which change only fine-tuning): it lives in `ctx.cache_dir/mics-pretrain/<hash>/`, keyed by
+cfg["data"], cfg["model"], the `pretrain` and `dictionary` sections and the seed.
+"""
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import hashlib
+import json
+import logging
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from benchmark.config import CONFIG_DIR, deep_merge
+from benchmark.contract import RunContext, Trained
+from benchmark.data.loaders import BatchStream, step_generator, to_tensor, weak_augment
+from benchmark.data.types import SemiSupervisedSplit
+from benchmark.errors import ConfigError
+from benchmark.models import create_backbone
+from benchmark.training import TrainingLoop
+
+from ..registry import register_method
+from .dictionary import extract_features, shift_dictionary
+from .fusion import MICSClassifier
+from .pretraining import SynergisticPretrainer
+
+_log = logging.getLogger(__name__)
+# Bump when pre-training or the dictionary changes what a cached checkpoint holds.
+CACHE_VERSION = 1
+PRESETS: dict[str, dict] = yaml.safe_load((CONFIG_DIR / "methods" / "mics.yaml").read_text())["presets"]
+
+
+def _check(settings: dict) -> None:
+    fcfg, rcfg = settings["finetune"], settings["pretrain"]["reconstructive"]
+    if not fcfg["nbi"] and (fcfg["svd"] or fcfg["tmc"]):
+        raise ConfigError("method.finetune.svd and method.finetune.tmc need the NBI branch (method.finetune.nbi=true)")
+    if rcfg["loss"] not in ("image", "masked"):
+        raise ConfigError(f"unknown method.pretrain.reconstructive.loss '{rcfg['loss']}'; valid: image, masked")
+
+
+class PairedBatches:
+    """Shuffled (WLI, NBI[, label]) batches. Both images of a pair get the same flip and crop, so
+    their patches stay registered for the cross-attention; batch `it` depends only on (seed, it)."""
+
+    def __init__(self, wli: np.ndarray, nbi: np.ndarray, labels: np.ndarray | None, batch_size: int,
+                 seed: int, device: torch.device, salt: int):
+        self.wli, self.nbi, self.labels, self.seed, self.device, self.salt = wli, nbi, labels, seed, device, salt
+        self.stream = BatchStream(len(wli), batch_size, seed, salt)
+
+    def __call__(self, it: int) -> tuple[torch.Tensor, ...]:
+        idx = self.stream.indices(it)
+        views = tuple(weak_augment(to_tensor(images[idx], self.device), step_generator(self.seed, it, self.salt))
+                      for images in (self.wli, self.nbi))
+        if self.labels is None:
+            return views
+        return (*views, torch.as_tensor(self.labels[idx], device=self.device))
+
+
+def _training_pairs(data, num_classes: int | None) -> tuple[np.ndarray, np.ndarray, int]:
+    """Every training pair in dataset order, so the pre-training is the same at every label ratio."""
+    if isinstance(data, SemiSupervisedSplit):
+        wli, nbi = data.train_pairs
+        return wli, nbi, data.num_classes
+    if num_classes is None:
+        raise ValueError("pretrain on bare (wli, nbi) arrays needs num_classes (the dictionary's cluster count)")
+    wli, nbi = data
+    return np.asarray(wli), np.asarray(nbi), int(num_classes)
+
+
+def _epochs_to_iterations(epochs: float, size: int, batch_size: int) -> int:
+    return max(1, math.ceil(float(epochs) * max(1, size // batch_size)))
+
+
+def _run_pretraining(wli: np.ndarray, nbi: np.ndarray, cfg: dict, pcfg: dict, ctx: RunContext, folder: Path) -> tuple[dict, dict]:
+    """Stage 1 -> (encoder state dicts, stats). With every weight 0 (Table III's vanilla row) the
+    encoders stay at their random initialisation."""
+    enc_w, enc_n = create_backbone(cfg["model"], num_classes=0), create_backbone(cfg["model"], num_classes=0)
+    stats = {"iterations": 0, "pretrain_s": 0.0, "pretrain_cpu_s": 0.0}
+    if max(pcfg["a_dis"], pcfg["a_res"], pcfg["a_a"], pcfg["a_adv"]) > 0:
+        start, cpu = time.perf_counter(), time.process_time()
+        batch = int(pcfg["batch_size"])
+        per_epoch = max(1, len(wli) // batch)
+        iterations = _epochs_to_iterations(pcfg["epochs"], len(wli), batch)
+        queue = pcfg["consistency"]["queue_size"]
+        if pcfg["a_dis"] > 0 and queue > len(wli):
+            raise ConfigError(f"method.pretrain.consistency.queue_size {queue} exceeds the {len(wli)} training pairs")
+        disc = create_backbone(cfg["model"], num_classes=1) if pcfg["a_adv"] > 0 else None
+        model = SynergisticPretrainer(enc_w, enc_n, pcfg, disc).to(ctx.device)
+        batches = PairedBatches(wli, nbi, None, batch, ctx.seed, ctx.device, salt=11)
+        ramp = pcfg["consistency"]["alpha_ramp_epochs"] * per_epoch
+
+        def step(it: int) -> dict:
+            x_w, x_n = batches(it)
+            warm = min(1.0, it / ramp) if ramp > 0 else 1.0  # ALBEF: alpha ramps up over the first epoch
+            return model.forward_loss(x_w, x_n, pcfg["consistency"]["alpha"] * warm, step_generator(ctx.seed, it, salt=12))
+
+        train_cfg = {"optimizer": "adamw", "lr": pcfg["lr"], "min_lr": pcfg["min_lr"], "weight_decay": pcfg["weight_decay"],
+                     "warmup_iterations": round(pcfg["warmup_epochs"] * per_epoch), "ema_momentum": 0.0}
+        loop = TrainingLoop(model, train_cfg, dataclasses.replace(ctx, run_dir=folder), val=None, name="pretrain",
+                            iterations=iterations, checkpoint_every=per_epoch,
+                            params=[p for p in model.parameters() if p.requires_grad])
+        loop.run(step)
+        loop.path.unlink(missing_ok=True)
+        stats = {"iterations": iterations, "pretrain_s": round(time.perf_counter() - start, 2),
+                 "pretrain_cpu_s": round(time.process_time() - cpu, 2)}
+    return {"wli": enc_w.cpu().state_dict(), "nbi": enc_n.cpu().state_dict()}, stats
+
+
+def _build_dictionary(encoders: dict, wli: np.ndarray, nbi: np.ndarray, num_classes: int, cfg: dict,
+                      dcfg: dict, ctx: RunContext) -> dict[str, torch.Tensor]:
+    """Stage 2: frozen encoders -> per modality a (C, P, D) dictionary and its (C, D) cluster means."""
+    out = {}
+    for name, images in (("wli", wli), ("nbi", nbi)):
+        encoder = create_backbone(cfg["model"], num_classes=0)
+        encoder.load_state_dict(encoders[name])
+        feats = extract_features(encoder.to(ctx.device), images, ctx.device)
+        out[name], out[f"{name}_mean"] = shift_dictionary(feats, num_classes, int(dcfg["samples"]), ctx.seed,
+                                                          int(dcfg["kmeans_init"]))
+    return out
+
+
+def _pretrain(data, cfg: dict, ctx: RunContext, num_classes: int | None = None) -> tuple[Path, bool]:
+    """-> (checkpoint path, whether it was already there)."""
+    settings = cfg["method"]
+    _check(settings)
+    wli, nbi, num_classes = _training_pairs(data, num_classes)
+    key = {"version": CACHE_VERSION, "data": cfg["data"], "model": cfg["model"], "pretrain": settings["pretrain"],
+           "dictionary": settings["dictionary"], "seed": ctx.seed, "num_classes": num_classes, "num_pairs": len(wli)}
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    folder = Path(ctx.cache_dir) / "mics-pretrain" / digest
+    path = folder / "pretrained.pt"
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # a second process asking for the same checkpoint waits here
+        if path.exists():
+            _log.info("MICS pre-training reused: %s", path)
+            return path, True
+        _log.info("MICS pre-training on %d pairs into %s", len(wli), folder)
+        # Forked RNG: a cached and a freshly computed checkpoint leave the caller's random state alike.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(ctx.seed)
+            encoders, stats = _run_pretraining(wli, nbi, cfg, settings["pretrain"], ctx, folder)
+            start, cpu = time.perf_counter(), time.process_time()
+            dictionary = _build_dictionary(encoders, wli, nbi, num_classes, cfg, settings["dictionary"], ctx)
+            stats.update(dictionary_s=round(time.perf_counter() - start, 2), dictionary_cpu_s=round(time.process_time() - cpu, 2))
+        tmp = folder / f"pretrained.pt.{os.getpid()}.tmp"
+        torch.save({"key": key, "encoders": encoders, "dictionary": dictionary, "stats": stats}, tmp)
+        os.replace(tmp, path)
+        (folder / "key.json").write_text(json.dumps(key, indent=1, sort_keys=True, default=str))
+        _log.info("MICS pre-training done: %s", stats)
+    return path, False
+
+
+def pretrain(data: SemiSupervisedSplit | tuple[np.ndarray, np.ndarray], cfg: dict, ctx: RunContext,
+             num_classes: int | None = None) -> Path:
+    """Stages 1 and 2 on every training pair (labels unused): the cached checkpoint's path, computed
+    first if missing. Safe to call from several processes at once (one computes, the others wait).
+
+    data: a split (its training pairs are taken in dataset order), or bare uint8 (wli, nbi) arrays
+    (n, H, W, 3) with `num_classes` for the dictionary's cluster count."""
+    return _pretrain(data, cfg, ctx, num_classes)[0]
+
+
+def train(data: SemiSupervisedSplit, cfg: dict, ctx: RunContext) -> Trained:
+    """Stage 3: fine-tune the pre-trained encoders with fusion, shifts and TMC on the labeled pairs."""
+    settings = cfg["method"]
+    fcfg = settings["finetune"]
+    path, reused = _pretrain(data, cfg, ctx)
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    encoders = []
+    for name in ("wli", "nbi") if fcfg["nbi"] else ("wli",):
+        encoder = create_backbone(cfg["model"], num_classes=0)
+        encoder.load_state_dict(state["encoders"][name])
+        encoders.append(encoder)
+    model = MICSClassifier(encoders[0], encoders[1] if fcfg["nbi"] else None, data.num_classes, fcfg,
+                           state["dictionary"]).to(ctx.device)
+
+    train_cfg = deep_merge(cfg["train"], fcfg["train"])
+    batch = int(train_cfg["batch_size"])
+    iterations = (_epochs_to_iterations(fcfg["epochs"], len(data.labeled), batch) if fcfg["epochs"] is not None
+                  else int(train_cfg["iterations"]))
+    batches = PairedBatches(data.labeled.wli, data.labeled.nbi, data.labeled.labels, batch, ctx.seed, ctx.device, salt=13)
+    anneal = max(1.0, fcfg["kl_anneal"] * iterations)
+
+    def step(it: int) -> dict:
+        x_w, x_n, y = batches(it)
+        return model.forward_loss(x_w, x_n, y, min(1.0, it / anneal), step_generator(ctx.seed, it, salt=14))
+
+    start, cpu = time.perf_counter(), time.process_time()
+    trained = TrainingLoop(model, train_cfg, ctx, data.val, name="finetune", iterations=iterations).run(step)
+    trained.info.update(head=model.head, finetune_s=round(time.perf_counter() - start, 2),
+                        finetune_cpu_s=round(time.process_time() - cpu, 2),
+                        pretrain={"checkpoint": str(path), "reused": reused, **state["stats"]})
+    return trained
+
+
+register_method("mics", modes=("fused",),
+                description="MICS: synergistic pre-training, shift vector dictionary, fusion + TMC fine-tuning")(train)
+for _name, _preset in PRESETS.items():
+    register_method(_name, modes=("fused",), description=_preset["description"], group="ablation")(train)
