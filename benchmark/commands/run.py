@@ -1,4 +1,5 @@
-"""`run`: expand the grid and run every cell that has no finished record, then report."""
+"""`run`: expand the grid and run every cell that has no finished record (here, in local worker processes, or
+as Slurm jobs: `benchmark.executors`), then report."""
 from __future__ import annotations
 
 import argparse
@@ -11,6 +12,7 @@ import methods
 from ..config import DEFAULT_PROFILE, PROFILES, parse_overrides
 from ..data import DATASETS, check_ratio
 from ..errors import ConfigError, unknown_name
+from ..executors import EXECUTORS, follow_jobs, run_pool, submit_to_slurm, take_slurm_settings
 from ..results import rebuild_results_csv
 from ..runner import Cell, cell_configs, cell_status, run_grid
 from ..runtime import DEVICES, resolve_device
@@ -32,6 +34,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", dest="overrides", action="append", metavar="KEY=VALUE",
                         help="config override, repeatable; applies to the cells whose config has KEY")
     parser.add_argument("--dry-run", action="store_true", help="print the cells and what is already done")
+    parser.add_argument("--executor", default="local", choices=EXECUTORS,
+                        help="local: on this machine (default); slurm: one Slurm job per cell, through submitit, "
+                             "with the profile's `executor` section (see docs/scale-out.md)")
+    parser.add_argument("--workers", default=1, type=int,
+                        help="--executor local: cells at once, each in its own process (default 1: in this process)")
+    parser.add_argument("--wait", action="store_true",
+                        help="--executor slurm: follow the jobs to their end (default: submit, print the job ids, return)")
 
 
 def _csv(text: str) -> list[str]:
@@ -91,11 +100,26 @@ def main(args: argparse.Namespace) -> int:
     cells = expand_grid(args)
     resolve_device(args.device)  # a bad or missing device is an error before anything runs
     configs = cell_configs(cells, args.profile, overrides, args.data_root, args.nbi)
+    slurm = take_slurm_settings(configs)
+    if args.workers < 1:
+        raise ConfigError(f"bad --workers {args.workers}; expected 1 or more")
+    if args.workers > 1 and args.executor != "local":
+        raise ConfigError("--workers is for --executor local; on Slurm, executor.array_parallelism limits the jobs at once")
     if args.dry_run:
         return _dry_run(cells, configs, args.out)
 
     start = time.perf_counter()
-    outcomes = run_grid(cells, configs, args.out, args.device)
+    if args.executor == "slurm":
+        outcomes, jobs = submit_to_slurm(cells, configs, args.out, args.device, slurm)
+        if not args.wait:
+            print("Each job adds its record to results.csv as it ends; `--dry-run` shows every cell's state. "
+                  "Once the jobs have ended, the same command submits again only the cells still missing.")
+            return 0
+        outcomes += follow_jobs(jobs)
+    elif args.workers > 1:
+        outcomes = run_pool(cells, configs, args.out, args.device, args.workers)
+    else:
+        outcomes = run_grid(cells, configs, args.out, args.device)
     counts = Counter(o.status for o in outcomes)
     print(f"grid: {counts['finished']} finished, {counts['done']} already done, {counts['failed']} failed, "
           f"{counts['busy']} left to another process ({time.perf_counter() - start:.1f} s)")
