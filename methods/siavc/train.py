@@ -1,0 +1,84 @@
+"""SIAVC: semi-supervised framework for industrial accident video classification (Li, Lin, Fan, Zhao,
+Zhang, IEEE TCSVT 2024; code: github.com/AlchemyEmperor/SIAVC), adapted from video clips to images.
+Self-adaptive pseudo-labelling (`threshold.py`) with the paper's two modules: the Super Augmentation
+Block (`sab.py`) and the Cross-set Augmentation Module (`cam.py`). docs/habit_siavc.md lists every
+adaptation and its source."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from benchmark.contract import RunContext, Trained
+from benchmark.data.loaders import step_generator
+from benchmark.data.types import SemiSupervisedSplit
+from benchmark.models import create_backbone
+from benchmark.training import TrainingLoop
+
+from ..common import LabeledBatches, UnlabeledBatches, WLIClassifier
+from ..registry import register_method
+from .cam import MixRatioDiscriminator, cross_set_loss, cross_set_mix
+from .sab import SuperAugmentationBlock
+from .threshold import SelfAdaptiveThreshold
+
+
+class SIAVCNet(WLIClassifier):
+    """The backbone classifier plus CAM's mix-ratio discriminator on its pooled features."""
+
+    def __init__(self, backbone: nn.Module, hidden: tuple[int, int]):
+        super().__init__(backbone)
+        self.discriminator = MixRatioDiscriminator(backbone.num_features, hidden)
+
+    def logits_and_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features = self.features(x)
+        return self.backbone.get_classifier()(features), features
+
+
+@register_method("siavc", modes=("single", "multi"),
+                 description="SIAVC (TCSVT 2024), video->image: super augmentation block, cross-set augmentation")
+def train(data: SemiSupervisedSplit, cfg: dict, ctx: RunContext) -> Trained:
+    hp, tr = cfg["method"], cfg["train"]
+    backbone = create_backbone(cfg["model"], data.num_classes)
+    model = SIAVCNet(backbone, tuple(hp["cam"]["hidden"])).to(ctx.device)
+    batch = int(tr["batch_size"])
+    labeled = LabeledBatches(data.labeled, batch, ctx.seed, ctx.device)
+    unlabeled = UnlabeledBatches(data.unlabeled, batch * int(tr["uratio"]), ctx.seed, ctx.device, hp["mode"])
+    sat = SelfAdaptiveThreshold(data.num_classes, float(hp["sat_momentum"]), ctx.device)
+    sab = SuperAugmentationBlock(len(data.unlabeled), int(hp["sab"]["history"]), float(hp["sab"]["mask_prob"]),
+                                 float(hp["sab"]["noise_std"]), backbone.patch_embed.patch_size[0], ctx.device)
+    temperature, lambda_u, lambda_f = float(hp["T"]), float(hp["lambda_u"]), float(hp["lambda_fairness"])
+
+    def step(it: int) -> dict:
+        x, y = labeled(it)
+        weak, strong, idx = unlabeled(it)
+        with torch.no_grad():
+            probs = (model(weak) / temperature).softmax(1)
+        mask, pseudo = sat(probs)
+        selected = sab.select(idx)
+        strong = sab.augment(strong, selected, step_generator(ctx.seed, it, salt=21))
+        rng = np.random.default_rng([ctx.seed, it, 22])
+        mixed = cross_set_mix(x, y, weak, probs, float(hp["cam"]["confidence"]), float(hp["cam"]["alpha"]), rng)
+
+        logits, features = model.logits_and_features(torch.cat([x, strong, mixed.images]))
+        n, n_u = len(x), len(weak)
+        logits_x, logits_s, logits_m = logits[:n], logits[n:n + n_u], logits[n + n_u:]
+        sup = F.cross_entropy(logits_x, y)
+        ce_s = F.cross_entropy(logits_s, pseudo, reduction="none")
+        unsup = (ce_s * mask).mean()
+        sab.record(idx, ce_s)
+        fairness = sat.fairness(logits_s, mask)
+        cross_set = cross_set_loss(logits_m, model.discriminator(features[n + n_u:]), mixed)
+        loss = sup + lambda_u * unsup + cross_set + lambda_f * fairness
+        return {"loss": loss, "sup_loss": sup.detach(), "unsup_loss": unsup.detach(), "cam_loss": cross_set.detach(),
+                "fairness": fairness.detach(), "mask_ratio": mask.mean(), "sab_ratio": selected.float().mean(),
+                "threshold": sat.tau}
+
+    def save_state() -> dict:
+        return {"sat": sat.state_dict(), "sab": sab.state_dict()}
+
+    def load_state(state: dict) -> None:
+        sat.load_state_dict(state["sat"])
+        sab.load_state_dict(state["sab"])
+
+    return TrainingLoop(model, tr, ctx, data.val, extra_state=save_state, load_extra_state=load_state).run(step)
