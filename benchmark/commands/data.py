@@ -1,4 +1,4 @@
-"""`data describe|prepare|samples`: look at a dataset before training on it."""
+"""`data describe|prepare|samples|calibrate`: look at a dataset before training on it."""
 from __future__ import annotations
 
 import argparse
@@ -10,9 +10,9 @@ from PIL import Image
 from ..config import DEFAULT_PROFILE, load_profile, parse_overrides, set_dotted
 from ..data import DATASETS, load_dataset, load_split_indices
 from ..data.splits import labeled_indices
-from ..errors import unknown_name
+from ..errors import ConfigError, unknown_name
 
-ACTIONS = ("describe", "prepare", "samples")
+ACTIONS = ("describe", "prepare", "samples", "calibrate")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -46,6 +46,8 @@ def main(args: argparse.Namespace) -> int:
     if args.dataset not in DATASETS:
         raise unknown_name("dataset", args.dataset, DATASETS)
     data_cfg = data_config(args)
+    if args.action == "calibrate":
+        return _calibrate(args.dataset, data_cfg)
     raw, folder = load_dataset(data_cfg, progress=True)
     if args.action == "prepare":
         print(f"{args.dataset}: {len(raw)} pairs of {raw.wli.shape[1]}x{raw.wli.shape[2]} cached in {folder}")
@@ -90,3 +92,15 @@ def write_samples(raw, path: Path, per_class: int, seed: int) -> Path:
     Image.fromarray(np.concatenate(rows)).save(tmp)
     tmp.replace(path)
     return path
+
+
+def _calibrate(dataset: str, data_cfg: dict) -> int:
+    """The synthetic dataset's difficulty, measured with a fixed small CNN (docs/synthetic.md)."""
+    if dataset != "synthetic":
+        raise ConfigError(f"'data calibrate' measures the synthetic dataset only, not '{dataset}'")
+    from ..data.calibration import calibrate
+
+    syn = data_cfg.get("synthetic") or {}
+    table = calibrate(int(syn.get("num_per_class", 500)), int(data_cfg["image_size"]), int(syn.get("seed", 0)))
+    print(table.to_string())
+    return 0

@@ -19,7 +19,7 @@ from .types import KVASIR_CLASSES, PairedArrays, RawDataset, SemiSupervisedSplit
 DATASETS = ("synthetic", "kvasir", "kvasir-v2", "paired")
 # Bump when decoding, rendering (synthetic.py) or the NBI simulation (spectral.py) changes the
 # arrays, so existing caches are rebuilt.
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 __all__ = [
     "DATASETS", "KVASIR_CLASSES", "PairedArrays", "RawDataset", "SemiSupervisedSplit",
