@@ -8,6 +8,8 @@ from typing import Any, Callable, Protocol
 import torch
 from torch import nn
 
+from . import distributed
+
 Batch = dict[str, torch.Tensor]  # "wli", "nbi": normalised (N, 3, H, W) on the run's device
 
 
@@ -48,6 +50,16 @@ class RunContext:
         """Tell the harness how far a training loop has come (it draws the run's progress bar)."""
         if self.progress is not None:
             self.progress(loop, done, total)
+
+    def distribute(self, module: nn.Module, call: str = "forward") -> Callable:
+        """What the training step calls instead of `module.<call>(...)`: that very method in a single
+        process; under torchrun a DistributedDataParallel wrapper that averages the gradients of
+        `module`'s parameters across the processes (see `benchmark.distributed.distribute`).
+
+        A method that trains under torchrun builds its batches from the harness's streams (each
+        process gets its share) and calls its model only through this; the TrainingLoop checks that
+        the processes' weights agree after the first step and at the end."""
+        return distributed.distribute(module, call)
 
 
 @dataclass

@@ -8,7 +8,11 @@ stopped with an error.
 `run_cell` depends only on its arguments and the files under `out`, so a local pool or a Slurm job
 can call it in another process. Each call claims its cell with a lock beside the cell's folder
 (`<seed folder>.lock`) before touching it: any number of processes can work on one output folder,
-and a cell another process holds is left to it."""
+and a cell another process holds is left to it.
+
+Under torchrun (`benchmark.distributed`) the N processes of one command are one run: each calls
+`run_grid` and `run_cell` for the same cells in the same order; rank 0 alone claims a cell, decides
+whether it runs (and tells the others), and writes every file of it; the others train along."""
 from __future__ import annotations
 
 import logging
@@ -24,6 +28,7 @@ from tqdm import tqdm
 
 import methods
 
+from . import distributed
 from .config import build_config, config_hash, set_dotted
 from .contract import RunContext, Trained
 from .curves import CurveWriter
@@ -126,17 +131,25 @@ def run_cell(cell: Cell, cfg: dict, out: Path, device: str = "auto", show_progre
 
     A killed run leaves its checkpoints and no record; the next call resumes from them. A run that
     raises (a NaN loss, a bug in a method) leaves `failed.json` and its traceback in `run.log`, and
-    is retried by the next call. User errors (`BenchmarkError`) propagate: they concern every cell."""
+    is retried by the next call. User errors (`BenchmarkError`) propagate: they concern every cell.
+
+    Under torchrun a run that raises also propagates (after `failed.json`), ending the command: the
+    processes can go on together only if each knows the others failed alike, which e.g. an
+    out-of-memory error on one GPU does not tell them."""
+    distributed.init()
     out = Path(out)
     folder = cell.folder(out)
+    if not distributed.is_main():
+        return _follow(cell, cfg, out, device)
     if is_done(cell, cfg, out):
-        return Outcome(cell, "done", read_record(folder))
+        return _lead(Outcome(cell, "done", read_record(folder)))
     with file_lock(cell.lock(out), wait=False) as claimed:
         if not claimed:
-            return Outcome(cell, "busy", message=lock_holder(cell.lock(out)) or "another process")
+            return _lead(Outcome(cell, "busy", message=lock_holder(cell.lock(out)) or "another process"))
         if is_done(cell, cfg, out):  # finished by another process between our check and our claim
-            return Outcome(cell, "done", read_record(folder))
+            return _lead(Outcome(cell, "done", read_record(folder)))
         reason = _prepare_folder(folder, config_hash(cfg))
+        distributed.broadcast_object("run")
         with _RunLog(folder / LOG):
             if reason:
                 _log.info(reason)
@@ -152,22 +165,46 @@ def run_cell(cell: Cell, cfg: dict, out: Path, device: str = "auto", show_progre
                 _log.error("FAILED: %s\n%s", message, traceback.format_exc())
                 write_json_atomic(folder / FAILED, {"message": message, "config_hash": config_hash(cfg),
                                                     "time": time.strftime("%Y-%m-%d %H:%M:%S")})
+                if distributed.world_size() > 1:
+                    raise
                 return Outcome(cell, "failed", message=message, log=folder / LOG)
     return Outcome(cell, "finished", record, log=folder / LOG)
 
 
+def _lead(outcome: Outcome) -> Outcome:
+    """Rank 0 tells the other processes that this cell does not run (a no-op in one process)."""
+    distributed.broadcast_object(outcome.status)
+    return outcome
+
+
+def _follow(cell: Cell, cfg: dict, out: Path, device: str) -> Outcome:
+    """Ranks 1..N-1: do what rank 0 decided for the cell; when it runs, train along (rank 0 alone
+    evaluates on test and writes the files)."""
+    status = distributed.broadcast_object(None)
+    if status != "run":
+        return Outcome(cell, status)
+    _train_and_evaluate(cell, cfg, out, device, show_progress=False)
+    return Outcome(cell, "finished")
+
+
 def run_grid(cells: list[Cell], configs: list[dict], out: Path, device: str = "auto") -> list[Outcome]:
     """Run the cells in order with a progress bar, one summary line per cell, and `results.csv`
-    rebuilt after every finished cell (so a killed grid leaves an up-to-date table)."""
-    done = [is_done(c, cfg, out) for c, cfg in zip(cells, configs)]
+    rebuilt after every finished cell (so a killed grid leaves an up-to-date table). Under torchrun
+    rank 0 decides which cells are pending and alone prints and writes."""
+    distributed.init()
+    main = distributed.is_main()
+    done = distributed.broadcast_object([is_done(c, cfg, out) for c, cfg in zip(cells, configs)])
     pending = [(c, cfg) for c, cfg, d in zip(cells, configs, done) if not d]
-    print(f"{len(cells)} cells: {len(cells) - len(pending)} already done, {len(pending)} to run")
+    if main:
+        print(f"{len(cells)} cells: {len(cells) - len(pending)} already done, {len(pending)} to run")
     outcomes = [Outcome(c, "done") for c, d in zip(cells, done) if d]
-    with tqdm(total=len(pending), desc="grid", unit="run", position=0, disable=None) as bar:
+    with tqdm(total=len(pending), desc="grid", unit="run", position=0, disable=None if main else True) as bar:
         for i, (cell, cfg) in enumerate(pending, 1):
             bar.set_postfix_str(str(cell))
             outcome = run_cell(cell, cfg, out, device, show_progress=True)
             outcomes.append(outcome)
+            if not main:
+                continue
             if outcome.status == "finished":
                 rebuild_results_csv(out)
             tqdm.write(f"[{i}/{len(pending)}] {cell}: {summary_line(outcome)}")
@@ -279,8 +316,9 @@ class _RunLog:
         self.handler.close()
 
 
-def _train_and_evaluate(cell: Cell, cfg: dict, out: Path, device: str, show_progress: bool) -> dict:
-    """The run itself: train, evaluate the selected and the last model on test, write the record."""
+def _train_and_evaluate(cell: Cell, cfg: dict, out: Path, device: str, show_progress: bool) -> dict | None:
+    """The run itself: train, evaluate the selected and the last model on test, write the record
+    (rank 0's part; under torchrun the other processes only train, and get None)."""
     spec = methods.get_method(cell.method)
     folder = cell.folder(out)
     chash = config_hash(cfg)
@@ -290,8 +328,9 @@ def _train_and_evaluate(cell: Cell, cfg: dict, out: Path, device: str, show_prog
     seed_everything(cell.seed)
     raw, cache = load_dataset(cfg["data"])
     split = make_split(raw, cache, cfg["data"], cell.labels, cell.seed)
-    curves = CurveWriter(folder, logger=_log)
-    progress = RunProgress(str(cell), show_progress)
+    main = distributed.is_main()  # under torchrun the others train along and write nothing
+    curves = CurveWriter(folder, logger=_log) if main else None
+    progress = RunProgress(str(cell), show_progress and main)
     # `cache_dir` is absolute and fixed per output folder: every cell (and process) of this output
     # folder shares it, e.g. one MICS pre-training per (dataset, seed, profile).
     ctx = RunContext(device=dev, seed=cell.seed, run_dir=folder, cache_dir=out.resolve() / "cache",
@@ -301,8 +340,11 @@ def _train_and_evaluate(cell: Cell, cfg: dict, out: Path, device: str, show_prog
         trained: Trained = spec.train(split, cfg, ctx)
     finally:
         progress.close()
-        curves.close()
+        if curves is not None:
+            curves.close()
     wall = time.perf_counter() - start
+    if not main:
+        return None
 
     batch = int(cfg["train"].get("eval_batch_size", 256))
     best_logits = predict_logits(trained.best, split.test, dev, batch)

@@ -1,7 +1,17 @@
 """The training loop every method shares. A method supplies one `step(it) -> {"loss": ..., ...}`
 closure; the loop owns everything around it: optimizer and schedule, AMP, the EMA model,
 evaluation and model selection on validation, atomic checkpoints with exact resume, NaN checks
-and the training curve."""
+and the training curve.
+
+Under torchrun (`benchmark.distributed`) every process runs the same loop on its share of each
+batch, and the step calls the model through `ctx.distribute`, so gradients are averaged and the
+weights stay identical (checked after the first step and at the end). Every process evaluates on
+validation (the same model on the same images: the same selection everywhere, nothing to broadcast,
+and no process idles while another evaluates); rank 0 alone logs and writes checkpoints. A resumed
+run loads that checkpoint in every process: rank 0's RNG state and method state (`extra_state`) go
+to all of them, which is exact as long as the processes' states agree (they are seeded alike and
+draw equal-sized shares; semilearn's FlexMatch is the exception: its class-wise counts are kept per
+process, as in USB's own distributed runs)."""
 from __future__ import annotations
 
 import copy
@@ -16,6 +26,7 @@ import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
+from . import distributed
 from .contract import RunContext, Trained
 from .data.loaders import eval_batches
 from .data.types import PairedArrays
@@ -175,7 +186,7 @@ class TrainingLoop:
             with torch.autocast(self.ctx.device.type, enabled=self.ctx.amp):
                 out = step_fn(it)
             loss = out["loss"]
-            if not torch.isfinite(loss.detach()).all():
+            if not distributed.all_ranks(torch.isfinite(loss.detach()).all()):  # every process stops alike
                 raise NonFiniteLoss(f"{self.name}: loss is {loss.item()} at iteration {it}")
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
@@ -184,6 +195,8 @@ class TrainingLoop:
             self.scheduler.step()
             if self.ema is not None:
                 self.ema.update_parameters(self.model)
+            if it == self.start:
+                distributed.check_replicas(self._trained_params(), f"{self.name}, first step")
             done = it + 1
             self.ctx.advance(self.name, done, self.iterations)
             if done % log_every == 0 or done == self.iterations:
@@ -192,9 +205,13 @@ class TrainingLoop:
                 self.ctx.log(done, values)
             if done % self.eval_every == 0 or done == self.iterations:
                 self._evaluate(done)
-            if done % self.checkpoint_every == 0 and done < self.iterations:
+            if done % self.checkpoint_every == 0 and done < self.iterations and distributed.is_main():
                 _atomic_save(self._state(done), self.path)
+        distributed.check_replicas(self._trained_params(), f"{self.name}, last step")
         return self._finish()
+
+    def _trained_params(self) -> list[torch.Tensor]:
+        return [p for group in self.optimizer.param_groups for p in group["params"]]
 
     def _finish(self) -> Trained:
         last = self.eval_model

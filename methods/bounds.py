@@ -16,10 +16,11 @@ from .registry import register_method
 def _train_supervised(data: SemiSupervisedSplit, cfg: dict, ctx: RunContext) -> Trained:
     model = WLIClassifier(create_backbone(cfg["model"], data.num_classes)).to(ctx.device)
     batches = LabeledBatches(data.labeled, int(cfg["train"]["batch_size"]), ctx.seed, ctx.device)
+    forward = ctx.distribute(model)  # under torchrun: gradients averaged across processes
 
     def step(it: int) -> dict:
         x, y = batches(it)
-        loss = F.cross_entropy(model(x), y)
+        loss = F.cross_entropy(forward(x), y)
         return {"loss": loss, "sup_loss": loss.detach()}
 
     return TrainingLoop(model, cfg["train"], ctx, data.val).run(step)

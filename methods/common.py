@@ -10,6 +10,7 @@ from torch import nn
 from benchmark.contract import Batch
 from benchmark.data.loaders import BatchStream, step_generator, to_tensor, weak_augment
 from benchmark.data.types import PairedArrays
+from benchmark.distributed import shard_rows
 
 
 class WLIClassifier(nn.Module):
@@ -34,7 +35,8 @@ class WLIClassifier(nn.Module):
 
 
 class LabeledBatches:
-    """Weakly augmented labeled WLI batches; batch `it` depends only on (seed, it)."""
+    """Weakly augmented labeled WLI batches; batch `it` depends only on (seed, it). Under torchrun,
+    this process's share of the global batch (`benchmark.distributed`)."""
 
     def __init__(self, part: PairedArrays, batch_size: int, seed: int, device: torch.device):
         self.part, self.device, self.seed = part, device, seed
@@ -84,8 +86,14 @@ class UnlabeledBatches:
                          for img in self.part.wli[idx]])
 
     def __call__(self, it: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(weak (n, 3, H, W), strong (n, 3, H, W), dataset-local indices (n,))."""
-        idx = self.stream.indices(it)
+        """(weak (n, 3, H, W), strong (n, 3, H, W), dataset-local indices (n,)): this process's share.
+
+        RandAugment draws one random stream per global batch, image after image, so under torchrun
+        every process makes the strong sources of the whole global batch and keeps its share: the
+        views stay a single-process run's, at the price of not splitting that CPU work."""
+        everything = self.stream.global_indices(it)
+        idx = shard_rows(everything)
         weak = weak_augment(to_tensor(self.part.wli[idx], self.device), step_generator(self.seed, it, salt=2))
-        strong = weak_augment(to_tensor(self.strong_source(idx, it), self.device), step_generator(self.seed, it, salt=4))
+        source = shard_rows(self.strong_source(everything, it))
+        strong = weak_augment(to_tensor(source, self.device), step_generator(self.seed, it, salt=4))
         return weak, strong, torch.as_tensor(idx, device=self.device)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import methods
 
+from .. import distributed
 from ..config import DEFAULT_PROFILE, PROFILES, parse_overrides
 from ..data import DATASETS, check_ratio
 from ..errors import ConfigError, unknown_name
@@ -105,8 +106,12 @@ def main(args: argparse.Namespace) -> int:
         raise ConfigError(f"bad --workers {args.workers}; expected 1 or more")
     if args.workers > 1 and args.executor != "local":
         raise ConfigError("--workers is for --executor local; on Slurm, executor.array_parallelism limits the jobs at once")
+    distributed.init()
+    if distributed.world_size() > 1 and (args.workers > 1 or args.executor != "local"):
+        raise ConfigError("under torchrun every process runs every cell with the others; "
+                          "--workers and --executor slurm start processes of their own")
     if args.dry_run:
-        return _dry_run(cells, configs, args.out)
+        return _dry_run(cells, configs, args.out) if distributed.is_main() else 0
 
     start = time.perf_counter()
     if args.executor == "slurm":
@@ -120,6 +125,8 @@ def main(args: argparse.Namespace) -> int:
         outcomes = run_pool(cells, configs, args.out, args.device, args.workers)
     else:
         outcomes = run_grid(cells, configs, args.out, args.device)
+        if not distributed.is_main():
+            return 0  # under torchrun rank 0 sums up and reports for all processes
     counts = Counter(o.status for o in outcomes)
     print(f"grid: {counts['finished']} finished, {counts['done']} already done, {counts['failed']} failed, "
           f"{counts['busy']} left to another process ({time.perf_counter() - start:.1f} s)")

@@ -2,7 +2,11 @@
 
 Every random choice of a stream is a pure function of (seed, step), so a run resumed from a
 checkpoint at step k draws exactly the batches an uninterrupted run would have drawn.
-Augmentation is vectorised over the batch on the training device (no per-image Python loop)."""
+Augmentation is vectorised over the batch on the training device (no per-image Python loop).
+
+Under torchrun (`benchmark.distributed`) each process gets rows `rank::world` of every global batch:
+the indices and the augmentations' random draws are those of the whole global batch, so the samples
+the processes see together are exactly a single-process run's batch."""
 from __future__ import annotations
 
 from typing import Iterator
@@ -11,6 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..distributed import check_batch_size, shard_rows, world_size
 from .types import PairedArrays
 
 # ImageNet statistics, as timm's ViTs and USB's image pipelines use.
@@ -37,34 +42,44 @@ def step_generator(seed: int, step: int, salt: int = 0) -> torch.Generator:
 def weak_augment(x: torch.Tensor, generator: torch.Generator, pad_fraction: float = 0.125) -> torch.Tensor:
     """USB's weak view, batched: random horizontal flip and reflect-pad-and-crop.
 
-    x: (N, C, H, W) float -> (N, C, H, W)."""
+    x: (N, C, H, W) float, this process's share of a global batch of N * world images (all of it in
+    a single process) -> (N, C, H, W). The offsets and flips are drawn for the global batch and the
+    share's rows kept, so each image gets the augmentation it gets in a single-process run."""
     n, _, h, w = x.shape
+    total = n * world_size()
     pad = max(1, int(round(h * pad_fraction)))
     padded = F.pad(x, (pad, pad, pad, pad), mode="reflect")  # (N, C, H+2p, W+2p)
-    oy = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(x.device)
-    ox = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(x.device)
+    oy = shard_rows(torch.randint(0, 2 * pad + 1, (total,), generator=generator)).to(x.device)
+    ox = shard_rows(torch.randint(0, 2 * pad + 1, (total,), generator=generator)).to(x.device)
     rows = oy[:, None] + torch.arange(h, device=x.device)  # (N, H)
     cols = ox[:, None] + torch.arange(w, device=x.device)  # (N, W)
     batch = torch.arange(n, device=x.device)[:, None, None]
     out = padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]]  # (N, H, W, C)
     out = out.permute(0, 3, 1, 2)
-    flip = (torch.rand(n, generator=generator) < 0.5).to(x.device)
+    flip = (shard_rows(torch.rand(total, generator=generator)) < 0.5).to(x.device)
     return torch.where(flip[:, None, None, None], out.flip(3), out).contiguous()
 
 
 class BatchStream:
-    """Endless shuffled mini-batches of indices into one part of a split, epoch after epoch."""
+    """Endless shuffled mini-batches of indices into one part of a split, epoch after epoch.
+
+    `batch_size` is the global batch: under torchrun each process draws it and keeps its share."""
 
     def __init__(self, size: int, batch_size: int, seed: int, salt: int = 0):
         if size <= 0:
             raise ValueError("cannot draw batches from an empty set")
+        check_batch_size(batch_size)
         self.size, self.batch_size, self.seed, self.salt = size, batch_size, seed, salt
 
     def _permutation(self, epoch: int) -> np.ndarray:
         return np.random.default_rng([self.seed, self.salt, epoch]).permutation(self.size)
 
     def indices(self, step: int) -> np.ndarray:
-        """Indices of batch number `step` (batches wrap across epoch boundaries)."""
+        """This process's share of `global_indices(step)`: all of it in a single process."""
+        return shard_rows(self.global_indices(step))
+
+    def global_indices(self, step: int) -> np.ndarray:
+        """Indices of global batch number `step` (batches wrap across epoch boundaries)."""
         start = step * self.batch_size
         out = []
         while len(out) < self.batch_size:

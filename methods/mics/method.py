@@ -6,6 +6,10 @@
 Stages 1 and 2 use no labels, so their checkpoint is shared by every label ratio (and by the Table IV
 presets, which change only fine-tuning): it lives in `ctx.cache_dir/mics-pretrain/<hash>/`, keyed by
 cfg["data"], cfg["model"], the `pretrain` and `dictionary` sections and the seed.
+
+Under torchrun (`benchmark.distributed`) pre-training and fine-tuning run in every process, each on
+its share of every batch, with gradients averaged; rank 0 alone takes the cache lock, builds the
+dictionary and writes the checkpoint, and the others wait for it.
 """
 from __future__ import annotations
 
@@ -23,6 +27,7 @@ import numpy as np
 import torch
 import yaml
 
+from benchmark import distributed
 from benchmark.config import CONFIG_DIR, deep_merge
 from benchmark.contract import RunContext, Trained
 from benchmark.data.loaders import BatchStream, step_generator, to_tensor, weak_augment
@@ -52,7 +57,8 @@ def _check(settings: dict) -> None:
 
 class PairedBatches:
     """Shuffled (WLI, NBI[, label]) batches. Both images of a pair get the same flip and crop, so
-    their patches stay registered for the cross-attention; batch `it` depends only on (seed, it)."""
+    their patches stay registered for the cross-attention; batch `it` depends only on (seed, it).
+    Under torchrun, this process's share of the global batch."""
 
     def __init__(self, wli: np.ndarray, nbi: np.ndarray, labels: np.ndarray | None, batch_size: int,
                  seed: int, device: torch.device, salt: int):
@@ -98,13 +104,14 @@ def _run_pretraining(wli: np.ndarray, nbi: np.ndarray, cfg: dict, pcfg: dict, ct
             raise ConfigError(f"method.pretrain.consistency.queue_size {queue} exceeds the {len(wli)} training pairs")
         disc = create_backbone(cfg["model"], num_classes=1) if pcfg["a_adv"] > 0 else None
         model = SynergisticPretrainer(enc_w, enc_n, pcfg, disc).to(ctx.device)
+        forward_loss = ctx.distribute(model, "forward_loss")
         batches = PairedBatches(wli, nbi, None, batch, ctx.seed, ctx.device, salt=11)
         ramp = pcfg["consistency"]["alpha_ramp_epochs"] * per_epoch
 
         def step(it: int) -> dict:
             x_w, x_n = batches(it)
             warm = min(1.0, it / ramp) if ramp > 0 else 1.0  # ALBEF: alpha ramps up over the first epoch
-            return model.forward_loss(x_w, x_n, pcfg["consistency"]["alpha"] * warm, step_generator(ctx.seed, it, salt=12))
+            return forward_loss(x_w, x_n, pcfg["consistency"]["alpha"] * warm, step_generator(ctx.seed, it, salt=12))
 
         train_cfg = {"optimizer": "adamw", "lr": pcfg["lr"], "min_lr": pcfg["min_lr"], "weight_decay": pcfg["weight_decay"],
                      "warmup_iterations": round(pcfg["warmup_epochs"] * per_epoch), "ema_momentum": 0.0}
@@ -112,7 +119,8 @@ def _run_pretraining(wli: np.ndarray, nbi: np.ndarray, cfg: dict, pcfg: dict, ct
                             iterations=iterations, checkpoint_every=per_epoch,
                             params=[p for p in model.parameters() if p.requires_grad])
         loop.run(step)
-        loop.path.unlink(missing_ok=True)
+        if distributed.is_main():
+            loop.path.unlink(missing_ok=True)
         stats = {"iterations": iterations, "pretrain_s": round(time.perf_counter() - start, 2),
                  "pretrain_cpu_s": round(time.process_time() - cpu, 2)}
     return {"wli": enc_w.cpu().state_dict(), "nbi": enc_n.cpu().state_dict()}, stats
@@ -143,8 +151,9 @@ def _pretrain(data, cfg: dict, ctx: RunContext, num_classes: int | None = None) 
     path = folder / "pretrained.pt"
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / "lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # a second process asking for the same checkpoint waits here
-        if path.exists():
+        if distributed.is_main():  # under torchrun rank 0 holds the lock for all and says what it found
+            fcntl.flock(lock, fcntl.LOCK_EX)  # a second process asking for the same checkpoint waits here
+        if distributed.broadcast_object(path.exists()):
             _log.info("MICS pre-training reused: %s", path)
             return path, True
         _log.info("MICS pre-training on %d pairs into %s", len(wli), folder)
@@ -152,14 +161,16 @@ def _pretrain(data, cfg: dict, ctx: RunContext, num_classes: int | None = None) 
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(ctx.seed)
             encoders, stats = _run_pretraining(wli, nbi, cfg, settings["pretrain"], ctx, folder)
-            start, cpu = time.perf_counter(), time.process_time()
-            dictionary = _build_dictionary(encoders, wli, nbi, num_classes, cfg, settings["dictionary"], ctx)
-            stats.update(dictionary_s=round(time.perf_counter() - start, 2), dictionary_cpu_s=round(time.process_time() - cpu, 2))
-        tmp = folder / f"pretrained.pt.{os.getpid()}.tmp"
-        torch.save({"key": key, "encoders": encoders, "dictionary": dictionary, "stats": stats}, tmp)
-        os.replace(tmp, path)
-        (folder / "key.json").write_text(json.dumps(key, indent=1, sort_keys=True, default=str))
-        _log.info("MICS pre-training done: %s", stats)
+            if distributed.is_main():  # the others need no dictionary: they read the checkpoint rank 0 writes
+                start, cpu = time.perf_counter(), time.process_time()
+                dictionary = _build_dictionary(encoders, wli, nbi, num_classes, cfg, settings["dictionary"], ctx)
+                stats.update(dictionary_s=round(time.perf_counter() - start, 2), dictionary_cpu_s=round(time.process_time() - cpu, 2))
+                tmp = folder / f"pretrained.pt.{os.getpid()}.tmp"
+                torch.save({"key": key, "encoders": encoders, "dictionary": dictionary, "stats": stats}, tmp)
+                os.replace(tmp, path)
+                (folder / "key.json").write_text(json.dumps(key, indent=1, sort_keys=True, default=str))
+                _log.info("MICS pre-training done: %s", stats)
+    distributed.barrier()  # the other processes read the checkpoint rank 0 has just written
     return path, False
 
 
@@ -193,10 +204,11 @@ def train(data: SemiSupervisedSplit, cfg: dict, ctx: RunContext) -> Trained:
                   else int(train_cfg["iterations"]))
     batches = PairedBatches(data.labeled.wli, data.labeled.nbi, data.labeled.labels, batch, ctx.seed, ctx.device, salt=13)
     anneal = max(1.0, fcfg["kl_anneal"] * iterations)
+    forward_loss = ctx.distribute(model, "forward_loss")
 
     def step(it: int) -> dict:
         x_w, x_n, y = batches(it)
-        return model.forward_loss(x_w, x_n, y, min(1.0, it / anneal), step_generator(ctx.seed, it, salt=14))
+        return forward_loss(x_w, x_n, y, min(1.0, it / anneal), step_generator(ctx.seed, it, salt=14))
 
     start, cpu = time.perf_counter(), time.process_time()
     trained = TrainingLoop(model, train_cfg, ctx, data.val, name="finetune", iterations=iterations).run(step)

@@ -13,6 +13,12 @@ trained together by
   the encoders and decoder.
 
 A term whose weight is 0 builds no module and costs nothing, which is how Table III's rows differ.
+
+Under torchrun (`benchmark.distributed`) each process computes the loss of its share of the batch,
+as ALBEF does: in-batch negatives and alignment pairs are the share's, and the queues get the momentum
+features of the whole global batch, gathered from every process in rank order, so every process holds
+the same queues. The masks of the reconstruction are drawn for the global batch, each share keeping
+its rows.
 """
 from __future__ import annotations
 
@@ -24,6 +30,8 @@ from timm.layers import trunc_normal_
 from timm.models.vision_transformer import Block
 from torch import nn
 from torch.func import functional_call
+
+from benchmark.distributed import all_gather, shard_rows, world_size
 
 from .losses import consistency_loss, info_nce
 
@@ -101,7 +109,13 @@ class SynergisticPretrainer(nn.Module):
 
     @torch.no_grad()
     def enqueue(self, feat_w_m: torch.Tensor, feat_n_m: torch.Tensor) -> None:
-        """Write the batch's momentum features over the oldest queue entries (a ring buffer)."""
+        """Write the global batch's momentum features (this process's share gathered with every other
+        process's, ALBEF's `_dequeue_and_enqueue`) over the oldest queue entries.
+
+        A ring buffer: each step writes as many columns as the global batch has images (in rank
+        order), wrapping around at the end, so the queue size need not be a multiple of the batch
+        (ALBEF asserts it is) and the queue advances as in a single-process run."""
+        feat_w_m, feat_n_m = all_gather(feat_w_m), all_gather(feat_n_m)
         size = self.queue_w.shape[1]
         cols = (self.queue_ptr + torch.arange(len(feat_w_m), device=feat_w_m.device)) % size
         self.queue_w[:, cols] = feat_w_m.t()
@@ -139,10 +153,11 @@ class SynergisticPretrainer(nn.Module):
     @staticmethod
     def random_masking(n: int, length: int, ratio: float, generator: torch.Generator, device: torch.device):
         """Per image, keep a random `int(L * (1 - ratio))` patches (MAE's argsort of uniform noise).
+        The noise is drawn for the global batch (n images per process) and this process's rows kept.
 
         -> ids_keep (N, K), ids_restore (N, L), mask (N, L) with 1 = hidden."""
         keep = int(length * (1 - ratio))
-        noise = torch.rand(n, length, generator=generator).to(device)
+        noise = shard_rows(torch.rand(n * world_size(), length, generator=generator)).to(device)
         ids_shuffle = noise.argsort(dim=1)  # ascending: the first `keep` are kept
         ids_restore = ids_shuffle.argsort(dim=1)
         mask = torch.ones(n, length, device=device)
