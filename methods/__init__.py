@@ -3,6 +3,7 @@ from . import bounds  # noqa: F401  (registers by import, as timm's model module
 from . import mics  # noqa: F401
 from . import habit  # noqa: F401
 from . import siavc  # noqa: F401
+from . import usb  # noqa: F401  (FixMatch, FlexMatch, Dash, FreeMatch, SoftMatch through semilearn)
 from .registry import MethodSpec, get_method, list_methods, register_method
 
 __all__ = ["MethodSpec", "get_method", "list_methods", "register_method"]
