@@ -141,8 +141,11 @@ class USBRun:
         dev = self.ctx.device
         args = usb_config(self.name, values)
 
+        model_cfg = self.cfg["model"]  # not `self`: the algorithm keeps net_builder, and a cycle back to
+        # this run would keep its split alive until the next full garbage collection
+
         def net_builder(num_classes: int, **_ignored) -> USBNet:  # pretrained: cfg["model"]["pretrained"]
-            return USBNet(create_backbone(self.cfg["model"], num_classes))
+            return USBNet(create_backbone(model_cfg, num_classes))
 
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")  # torch.cuda.amp.GradScaler() on a CPU-only machine, etc.
