@@ -42,7 +42,9 @@ def build_optimizer(params: Iterable, train_cfg: dict) -> torch.optim.Optimizer:
     name = train_cfg.get("optimizer", "adamw")
     lr, wd = float(train_cfg["lr"]), float(train_cfg.get("weight_decay", 0.0))
     if name == "adamw":
-        return torch.optim.AdamW(params, lr=lr, weight_decay=wd)
+        # The fused kernel updates every parameter in one pass: the same AdamW, without the handful
+        # of small ops per tensor that cost ~4x more on the quick profile's ViT (docs/perf.md).
+        return torch.optim.AdamW(params, lr=lr, weight_decay=wd, fused=True)
     if name == "sgd":
         return torch.optim.SGD(params, lr=lr, weight_decay=wd, momentum=float(train_cfg.get("momentum", 0.9)), nesterov=True)
     raise ValueError(f"unknown optimizer '{name}'; valid: adamw, sgd")

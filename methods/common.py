@@ -1,7 +1,11 @@
 """Pieces the single-backbone methods share: the WLI classifier, labeled and unlabeled batches."""
 from __future__ import annotations
 
+import multiprocessing
+import os
 import random
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 
 import numpy as np
 import torch
@@ -56,34 +60,53 @@ class UnlabeledBatches:
             in distribution).
     multi:  weak = the same; strong = the paired NBI image, flipped and pad-cropped independently
             ("one modality is the optimal augmented sample of the other").
+
+    RandAugment works image by image in PIL, mostly in Python, and is the costliest part of a batch: in
+    single mode, when a core is free for it (`augmenter_fits`), a worker process (`augmenter()`) makes
+    the strong sources of the next batches while batch it trains (a thread would hold the interpreter
+    lock the training step needs). Each batch's RandAugment seeds the generators it draws from with
+    (seed, it), so batch it is the same wherever and in whatever order it is made: a resumed run
+    gets exactly the views of an uninterrupted one.
     """
 
     MODES = ("single", "multi")
+    AHEAD = 2  # batches whose strong sources are in the making at once
 
     def __init__(self, part: PairedArrays, batch_size: int, seed: int, device: torch.device, mode: str):
         if mode not in self.MODES:
             raise ValueError(f"unlabeled views exist for modes {self.MODES}, not {mode!r}")
         self.part, self.device, self.seed, self.mode = part, device, seed, mode
         self.stream = BatchStream(len(part), batch_size, seed, salt=2)
-        self._randaugment = None
+        self._ahead: dict[int, Future] = {}  # batch number -> its strong sources in the making
+
+    def _randaugment_args(self, idx: np.ndarray, it: int) -> tuple[np.ndarray, int, int]:
+        py_seed, np_seed = np.random.SeedSequence([self.seed, it, 3]).generate_state(2)
+        return self.part.wli[idx], int(py_seed), int(np_seed)
 
     def strong_source(self, idx: np.ndarray, it: int) -> np.ndarray:
         """uint8 (n, H, W, 3) images the strong view is made from."""
         if self.mode == "multi":
             return self.part.nbi[idx]
-        if self._randaugment is None:
-            from semilearn.datasets.augmentation import RandAugment  # USB's own policy
+        return randaugment(*self._randaugment_args(idx, it))
 
-            self._randaugment = RandAugment(3, 5)
-        # USB's RandAugment draws from the global `random` and `np.random`: seed them from the step
-        # so batch `it` is the same in a resumed run.
-        state = np.random.SeedSequence([self.seed, it, 3]).generate_state(2)
-        random.seed(int(state[0]))
-        np.random.seed(int(state[1]))
-        from PIL import Image
-
-        return np.stack([np.asarray(self._randaugment(Image.fromarray(img)).convert("RGB"))
-                         for img in self.part.wli[idx]])
+    def _strong_source_ahead(self, everything: np.ndarray, it: int) -> np.ndarray:
+        """`strong_source(everything, it)`, from the worker process when it was asked for ahead (else made
+        here: the first batch of a run, batches asked for out of order, a lost worker); then the next
+        AHEAD batches' are asked for, so the worker always has one to make."""
+        future = self._ahead.pop(it, None)
+        source = None
+        if future is not None:
+            try:
+                source = future.result()
+            except BrokenProcessPool:
+                augmenter(restart=True)
+        if source is None:
+            source = self.strong_source(everything, it)
+        self._ahead = {k: f for k, f in self._ahead.items() if it < k <= it + self.AHEAD}
+        for k in range(it + 1, it + 1 + self.AHEAD):
+            if k not in self._ahead:
+                self._ahead[k] = _submit(*self._randaugment_args(self.stream.global_indices(k), k))
+        return source
 
     def __call__(self, it: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(weak (n, 3, H, W), strong (n, 3, H, W), dataset-local indices (n,)): this process's share.
@@ -94,6 +117,58 @@ class UnlabeledBatches:
         everything = self.stream.global_indices(it)
         idx = shard_rows(everything)
         weak = weak_augment(to_tensor(self.part.wli[idx], self.device), step_generator(self.seed, it, salt=2))
-        source = shard_rows(self.strong_source(everything, it))
-        strong = weak_augment(to_tensor(source, self.device), step_generator(self.seed, it, salt=4))
+        if self.mode == "single" and augmenter_fits(self.device):
+            source = self._strong_source_ahead(everything, it)
+        else:
+            source = self.strong_source(everything, it)
+        strong = weak_augment(to_tensor(shard_rows(source), self.device), step_generator(self.seed, it, salt=4))
         return weak, strong, torch.as_tensor(idx, device=self.device)
+
+
+_AUGMENTER: ProcessPoolExecutor | None = None
+
+
+def augmenter_fits(device: torch.device) -> bool:
+    """Whether the worker process has a core to itself: beside a GPU step always; on the CPU when torch's
+    threads leave one of this process's cores free (e.g. `runtime.threads: 1` on two cores). Else the
+    worker would take its CPU time from the step's threads, and stalling them costs more than making
+    the strong sources in line (docs/perf.md)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return torch.device(device).type == "cuda" or torch.get_num_threads() < cores
+
+
+def augmenter(restart: bool = False) -> ProcessPoolExecutor:
+    """The one worker process that makes single mode's strong sources for every run of this process:
+    started on first use and kept (a persistent DataLoader worker; forked where the platform allows,
+    as DataLoader forks its workers on Linux). It only runs `randaugment` (PIL and NumPy work, no torch ops).
+    One worker next to the training step's threads is what two cores afford."""
+    global _AUGMENTER
+    if restart and _AUGMENTER is not None:
+        _AUGMENTER.shutdown(wait=False, cancel_futures=True)
+        _AUGMENTER = None
+    if _AUGMENTER is None:
+        context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else None)
+        _AUGMENTER = ProcessPoolExecutor(max_workers=1, mp_context=context)
+    return _AUGMENTER
+
+
+def _submit(images: np.ndarray, py_seed: int, np_seed: int) -> Future:
+    """`randaugment` in the worker process; a lost worker (killed, out of memory) is started again."""
+    try:
+        return augmenter().submit(randaugment, images, py_seed, np_seed)
+    except BrokenProcessPool:
+        return augmenter(restart=True).submit(randaugment, images, py_seed, np_seed)
+
+
+def randaugment(images: np.ndarray, py_seed: int, np_seed: int) -> np.ndarray:
+    """USB's own RandAugment(3, 5) on each of uint8 (n, H, W, 3) `images`.
+
+    semilearn's policy draws from the global `random` and `np.random` of the process it runs in:
+    seeding them here makes batch `it` the same in the worker process, in line, and in a resumed run."""
+    from PIL import Image
+    from semilearn.datasets.augmentation import RandAugment
+
+    policy = RandAugment(3, 5)
+    random.seed(py_seed)
+    np.random.seed(np_seed)
+    return np.stack([np.asarray(policy(Image.fromarray(image)).convert("RGB")) for image in images])

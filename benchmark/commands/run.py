@@ -14,6 +14,7 @@ from ..config import DEFAULT_PROFILE, PROFILES, parse_overrides
 from ..data import DATASETS, check_ratio
 from ..errors import ConfigError, unknown_name
 from ..executors import EXECUTORS, follow_jobs, run_pool, submit_to_slurm, take_slurm_settings
+from ..perf import dry_run_estimate
 from ..results import rebuild_results_csv
 from ..runner import Cell, cell_configs, cell_status, run_grid
 from ..runtime import DEVICES, resolve_device
@@ -111,7 +112,7 @@ def main(args: argparse.Namespace) -> int:
         raise ConfigError("under torchrun every process runs every cell with the others; "
                           "--workers and --executor slurm start processes of their own")
     if args.dry_run:
-        return _dry_run(cells, configs, args.out) if distributed.is_main() else 0
+        return _dry_run(cells, configs, args.out, args.reports) if distributed.is_main() else 0
 
     start = time.perf_counter()
     if args.executor == "slurm":
@@ -146,10 +147,12 @@ def main(args: argparse.Namespace) -> int:
     return 1 if counts["failed"] else 0
 
 
-def _dry_run(cells: list[Cell], configs: list[dict], out: Path) -> int:
+def _dry_run(cells: list[Cell], configs: list[dict], out: Path, reports: Path) -> int:
     statuses = [cell_status(c, cfg, out) for c, cfg in zip(cells, configs)]
     for cell, (status, detail) in zip(cells, statuses):
         print(f"{status:<8} {cell}" + (f"  ({detail})" if detail else ""))
     counts = Counter(s for s, _ in statuses)
     print(f"{len(cells)} cells: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
+    todo = [i for i, (status, _) in enumerate(statuses) if status not in ("done", "running")]
+    print(dry_run_estimate([cells[i] for i in todo], [configs[i] for i in todo], reports))
     return 0

@@ -13,7 +13,6 @@ from typing import Iterator
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..distributed import check_batch_size, shard_rows, world_size
 from .types import PairedArrays
@@ -24,12 +23,28 @@ STD = (0.229, 0.224, 0.225)
 
 
 def to_tensor(images: np.ndarray | torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
-    """uint8 (N, H, W, 3) -> normalised float (N, 3, H, W) on `device`."""
-    x = torch.as_tensor(images).to(device, non_blocking=True)
-    x = x.permute(0, 3, 1, 2).float().div_(255.0)
+    """uint8 (N, H, W, 3) -> normalised float (N, 3, H, W) on `device`.
+
+    The uint8 images cross to the device (4x fewer bytes than floats) and become channels-first
+    there, before the float work."""
+    return _normalise(_to_device(images, device))
+
+
+def _to_device(images: np.ndarray | torch.Tensor, device: torch.device | str) -> torch.Tensor:
+    """The images as a tensor on `device`; on CUDA copied from pinned memory without blocking, as a
+    DataLoader with pin_memory=True hands batches over."""
+    x = torch.as_tensor(images)
+    if torch.device(device).type == "cuda":
+        x = x.pin_memory()
+    return x.to(device, non_blocking=True)
+
+
+def _normalise(x: torch.Tensor) -> torch.Tensor:
+    """uint8 (N, H, W, 3) on its device -> normalised float (N, 3, H, W), contiguous."""
+    x = x.permute(0, 3, 1, 2).contiguous().float().div_(255.0)
     mean = torch.tensor(MEAN, device=x.device).view(1, 3, 1, 1)
     std = torch.tensor(STD, device=x.device).view(1, 3, 1, 1)
-    return x.sub_(mean).div_(std).contiguous()
+    return x.sub_(mean).div_(std)
 
 
 def step_generator(seed: int, step: int, salt: int = 0) -> torch.Generator:
@@ -39,25 +54,38 @@ def step_generator(seed: int, step: int, salt: int = 0) -> torch.Generator:
     return g
 
 
+def _reflect(k: torch.Tensor, size: int) -> torch.Tensor:
+    """Where coordinate `k` of a reflect-padded axis reads from (the edge pixel is not repeated)."""
+    return torch.where(k < 0, -k, torch.where(k >= size, 2 * (size - 1) - k, k))
+
+
+def _crop_flip_index(n: int, h: int, w: int, generator: torch.Generator, pad_fraction: float) -> torch.Tensor:
+    """(n, h * w) flat source pixel of every output pixel of USB's weak view: random horizontal flip
+    and reflect-pad-and-crop, for this process's share of a global batch of n * world images.
+
+    Padding by p and cropping at (oy, ox) reads row reflect(oy + r - p); the flip reads column
+    w - 1 - c of the crop. So one gather from the unpadded images makes the view, with no padded copy
+    and no flipped copy. The offsets and flips are drawn for the global batch and the share's rows
+    kept, so each image gets the augmentation it gets in a single-process run."""
+    total = n * world_size()
+    pad = max(1, int(round(h * pad_fraction)))
+    oy = shard_rows(torch.randint(0, 2 * pad + 1, (total,), generator=generator))
+    ox = shard_rows(torch.randint(0, 2 * pad + 1, (total,), generator=generator))
+    flip = shard_rows(torch.rand(total, generator=generator)) < 0.5
+    rows = _reflect(oy[:, None] + torch.arange(h) - pad, h)  # (n, h)
+    cols = torch.where(flip[:, None], torch.arange(w - 1, -1, -1), torch.arange(w))  # (n, w)
+    cols = _reflect(ox[:, None] + cols - pad, w)
+    return (rows[:, :, None] * w + cols[:, None, :]).reshape(n, h * w)
+
+
 def weak_augment(x: torch.Tensor, generator: torch.Generator, pad_fraction: float = 0.125) -> torch.Tensor:
     """USB's weak view, batched: random horizontal flip and reflect-pad-and-crop.
 
-    x: (N, C, H, W) float, this process's share of a global batch of N * world images (all of it in
-    a single process) -> (N, C, H, W). The offsets and flips are drawn for the global batch and the
-    share's rows kept, so each image gets the augmentation it gets in a single-process run."""
-    n, _, h, w = x.shape
-    total = n * world_size()
-    pad = max(1, int(round(h * pad_fraction)))
-    padded = F.pad(x, (pad, pad, pad, pad), mode="reflect")  # (N, C, H+2p, W+2p)
-    oy = shard_rows(torch.randint(0, 2 * pad + 1, (total,), generator=generator)).to(x.device)
-    ox = shard_rows(torch.randint(0, 2 * pad + 1, (total,), generator=generator)).to(x.device)
-    rows = oy[:, None] + torch.arange(h, device=x.device)  # (N, H)
-    cols = ox[:, None] + torch.arange(w, device=x.device)  # (N, W)
-    batch = torch.arange(n, device=x.device)[:, None, None]
-    out = padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]]  # (N, H, W, C)
-    out = out.permute(0, 3, 1, 2)
-    flip = (shard_rows(torch.rand(total, generator=generator)) < 0.5).to(x.device)
-    return torch.where(flip[:, None, None, None], out.flip(3), out).contiguous()
+    x: (N, C, H, W), this process's share of a global batch of N * world images (all of it in a
+    single process) -> (N, C, H, W) contiguous, of x's dtype."""
+    n, c, h, w = x.shape
+    index = _crop_flip_index(n, h, w, generator, pad_fraction).to(x.device)
+    return x.reshape(n, c, h * w).gather(2, index[:, None, :].expand(n, c, h * w)).view(n, c, h, w)
 
 
 class BatchStream:

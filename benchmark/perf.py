@@ -1,0 +1,676 @@
+"""What a training step costs, where a grid's time goes: the measurements behind `python -m benchmark perf`.
+
+Ours against bare. `measure_method` runs a method's real `train` (its TrainingLoop, its batch assembly
+and augmentation from the cached arrays) for a few steps, watching the end of every step through the
+`RunContext.progress` hook. During one step a `CallRecorder` notes the outermost module calls the step
+makes: which networks, on which inputs, with or without gradients. `BareLoop` replays exactly those
+calls on the recorded tensors (pre-built, so no data work), with a cross-entropy loss, backward and an
+AdamW step: the same forward and backward passes on the same model and batch shapes, without anything
+the harness or the method adds around them. The hook runs one bare step after each timed step of
+ours, so the two alternate step by step in one process and machine load slows both alike; their
+throughput ratio is the harness overhead figure. Throughput counts image passes: the images that go
+through a network in one step (for an SSL method, labeled + weak + strong batch).
+
+Wall and CPU time (`time.process_time`, every thread of the process) are both kept: on a shared
+machine the wall figures move with the load, the CPU figures much less.
+
+The grid estimate (`estimate_grid`, also printed by `run --dry-run` from `reports/perf.json`) adds up,
+per cell, the configured iterations times the measured step time, the evaluations, the method's setup
+and the runner's own work; MICS's pre-training and dictionary once per (dataset, seed, pre-training
+configuration).
+"""
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
+
+import methods
+
+from .config import build_config, load_profile
+from .contract import RunContext
+from .data import dataset_key, load_dataset, make_split
+from .data.cache import cache_root, key_of
+from .data.splits import labeled_indices, split_indices
+from .data.types import SemiSupervisedSplit
+from .errors import BenchmarkError
+from .runner import Cell, run_cell
+from .runtime import code_version, peak_rss_mb, resolve_amp, seed_everything
+from .training import predict_logits
+
+PERF_FILE = "perf.json"
+SKIP = 3  # untimed first steps of a loop: allocation, optimizer state, the first-call costs of libraries
+LABELS = 50.0  # label ratio of the measured runs (batch shapes do not depend on it)
+SEED = 0
+
+Stamp = tuple[float, float]  # (wall, CPU) seconds
+
+
+def _now(device: torch.device) -> Stamp:
+    """Wall and CPU clocks, after the device has finished its queued work."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter(), time.process_time()
+
+
+@dataclass
+class StepTimes:
+    """Wall and CPU seconds of the timed steps of one loop."""
+
+    wall: list[float] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)
+
+    def add(self, start: Stamp, end: Stamp) -> None:
+        self.wall.append(end[0] - start[0])
+        self.cpu.append(end[1] - start[1])
+
+    def step_s(self) -> float:
+        """The median: a step slowed by another process's burst does not move it."""
+        return statistics.median(self.wall)
+
+    def cpu_step_s(self) -> float:
+        return statistics.median(self.cpu)
+
+
+# ------------------------------------------------------------------------------------ bare replay
+
+
+@dataclass
+class ModuleCall:
+    """One outermost module call of a training step, with its inputs detached and copied."""
+
+    module: nn.Module
+    args: tuple
+    kwargs: dict
+    grad: bool  # whether autograd recorded it (False under torch.no_grad)
+
+    def images(self) -> int:
+        """Image passes: the batch size of each 4-D floating-point input, (N, C, H, W)."""
+        return sum(int(a.shape[0]) for a in self.args
+                   if isinstance(a, torch.Tensor) and a.dim() == 4 and a.is_floating_point())
+
+
+def _detached(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.detach().clone()
+    if isinstance(value, (tuple, list)):
+        return type(value)(_detached(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _detached(v) for k, v in value.items()}
+    return value
+
+
+def _tensors(value: Any) -> Iterator[torch.Tensor]:
+    """Every tensor in a module's output, however nested (tuples, named tuples, dicts)."""
+    if isinstance(value, torch.Tensor):
+        yield value
+    elif isinstance(value, (tuple, list)):
+        for v in value:
+            yield from _tensors(v)
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _tensors(v)
+
+
+class CallRecorder:
+    """While active, records every outermost nn.Module call (one not made from inside another module's
+    forward): together they are everything a step runs through its networks, whichever way a method
+    calls them (its model, a submodule, a backbone's blocks from its own code)."""
+
+    def __init__(self):
+        self.calls: list[ModuleCall] = []
+        self._depth = 0
+        self._handles: list = []
+
+    def __enter__(self) -> "CallRecorder":
+        self._handles = [register_module_forward_pre_hook(self._enter),
+                         register_module_forward_hook(self._exit, with_kwargs=True, always_call=True)]
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+    def _enter(self, module: nn.Module, args: tuple) -> None:
+        self._depth += 1
+
+    def _exit(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
+        self._depth -= 1
+        if self._depth == 0:
+            self.calls.append(ModuleCall(module, _detached(args), _detached(kwargs), torch.is_grad_enabled()))
+
+
+class BareLoop:
+    """The recorded calls on their recorded inputs, a cross-entropy loss on every output that carries a
+    gradient (the mean square for outputs that are not (N, C) scores), backward and an AdamW step over
+    the parameters those calls reach: what a plain PyTorch loop would do with the same networks."""
+
+    def __init__(self, calls: list[ModuleCall], lr: float, amp: bool, device: torch.device):
+        self.calls, self.amp, self.device = calls, amp, device
+        params = {id(p): p for c in calls if c.grad for p in c.module.parameters() if p.requires_grad}
+        if not params:
+            raise RuntimeError("the recorded step trained no parameter")
+        self.optimizer = torch.optim.AdamW(params.values(), lr=lr)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=amp)
+        self._targets: dict[int, torch.Tensor] = {}
+
+    def images(self) -> int:
+        return sum(c.images() for c in self.calls)
+
+    def _loss(self, out: torch.Tensor) -> torch.Tensor:
+        if out.dim() == 2:
+            n = out.shape[0]
+            if n not in self._targets:
+                self._targets[n] = torch.zeros(n, dtype=torch.long, device=out.device)
+            return F.cross_entropy(out.float(), self._targets[n])
+        return out.float().square().mean()
+
+    def step(self) -> None:
+        losses = []
+        for call in self.calls:
+            with torch.set_grad_enabled(call.grad), torch.autocast(self.device.type, enabled=self.amp):
+                out = call.module(*call.args, **call.kwargs)
+            if call.grad:
+                losses += [self._loss(t) for t in _tensors(out) if t.requires_grad and t.is_floating_point()]
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(torch.stack(losses).sum()).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+
+
+# -------------------------------------------------------------------------------- one method
+
+
+@dataclass
+class LoopFigures:
+    """One training loop of a method (`train`; MICS: `pretrain`, then `finetune`)."""
+
+    ours: StepTimes = field(default_factory=StepTimes)
+    bare: StepTimes = field(default_factory=StepTimes)
+    images: int = 0  # image passes per step
+    iterations: int = 0  # of the measured (shortened) run
+    bare_loop: BareLoop | None = None
+
+    def summary(self) -> dict:
+        ours_s, bare_s = self.ours.step_s(), self.bare.step_s()
+        ours_img_s, bare_img_s = self.images / ours_s, self.images / bare_s
+        return {"ours_img_s": ours_img_s, "bare_img_s": bare_img_s, "overhead_ratio": ours_img_s / bare_img_s,
+                "images_per_step": self.images, "ours_step_s": ours_s, "bare_step_s": bare_s,
+                "ours_cpu_step_s": self.ours.cpu_step_s(), "bare_cpu_step_s": self.bare.cpu_step_s(),
+                "timed_steps": len(self.ours.wall)}
+
+
+class Interleaver:
+    """`RunContext.progress` hook of a measured run: times each step of ours, records step `skip - 1`'s
+    module calls, and after every timed step runs (and times) one bare step.
+
+    The time spent in the hook itself (bare steps, building the replay) is kept apart in `hook_s`, so
+    ours' step intervals and the run's setup figure exclude it."""
+
+    def __init__(self, skip: int, lr: float, amp: bool, device: torch.device):
+        self.skip, self.lr, self.amp, self.device = skip, lr, amp, device
+        self.loops: dict[str, LoopFigures] = {}
+        self.steps_s = 0.0  # wall time of every step of ours, timed or not
+        self.hook_s = 0.0
+        self._recorder: CallRecorder | None = None
+        self._last: Stamp | None = None
+
+    def __call__(self, loop: str, done: int, total: int) -> None:
+        entered = _now(self.device)
+        figures = self.loops.setdefault(loop, LoopFigures())
+        figures.iterations = total
+        if done > 0:
+            self.steps_s += entered[0] - self._last[0]
+            if done > self.skip:
+                figures.ours.add(self._last, entered)
+        if done == self.skip and self._recorder is not None:
+            self._recorder.__exit__(None, None, None)
+            figures.bare_loop = BareLoop(self._recorder.calls, self.lr, self.amp, self.device)
+            figures.images = figures.bare_loop.images()
+            self._recorder = None
+            for _ in range(2):  # its own first steps: optimizer state, allocations
+                figures.bare_loop.step()
+        if done > self.skip and figures.bare_loop is not None:
+            start = _now(self.device)
+            figures.bare_loop.step()
+            figures.bare.add(start, _now(self.device))
+        if done == self.skip - 1:
+            self._recorder = CallRecorder().__enter__()
+        self._last = _now(self.device)
+        self.hook_s += self._last[0] - entered[0]
+
+
+@dataclass
+class MethodFigures:
+    key: str  # "method/mode"
+    loops: dict[str, LoopFigures]
+    setup_s: float  # building the method and finishing the run, beyond steps and evaluation
+    eval_img_s: float  # validation/test images per second through the trained predictor
+    dictionary_s: float | None  # MICS: the shift vector dictionary's build
+
+    def summary(self) -> dict:
+        main = list(self.loops.values())[-1]  # the loop that trains the evaluated model
+        out = {**main.summary(), "setup_s": self.setup_s, "eval_img_s": self.eval_img_s,
+               "loops": {name: {**f.summary(), "iterations_measured": f.iterations} for name, f in self.loops.items()}}
+        if self.dictionary_s is not None:
+            out["dictionary_s"] = self.dictionary_s
+        return out
+
+
+def shortened(cfg: dict, family: str, iterations: int, n_train: int) -> dict:
+    """The config of a measured run: `iterations` steps per training loop, one evaluation at the end.
+    Nothing else changes, so the steps are the configured ones."""
+    cfg = copy.deepcopy(cfg)
+    cfg["train"]["iterations"] = iterations
+    cfg["train"]["eval_every"] = iterations
+    if family == "mics":
+        pcfg, fcfg = cfg["method"]["pretrain"], cfg["method"]["finetune"]
+        per_epoch = max(1, n_train // int(pcfg["batch_size"]))
+        pcfg["epochs"] = (iterations - 0.5) / per_epoch  # rounded up to `iterations` by MICS
+        fcfg["epochs"] = None  # the fine-tuning then runs its train.iterations
+        fcfg["train"] = {**fcfg.get("train", {}), "iterations": iterations, "eval_every": iterations}
+    return cfg
+
+
+def skip_steps(cfg: dict) -> int:
+    """Untimed first steps: SKIP, after Dash's supervised warm-up and its first SSL step (which computes
+    the validation loss): those are not its training step."""
+    warmup = int(cfg["method"].get("num_wu_iter", 0) or 0)
+    return SKIP + (warmup + 1 if warmup else 0)
+
+
+def measure_method(name: str, mode: str, cfg: dict, split: SemiSupervisedSplit, device: torch.device,
+                   steps: int, workdir: Path) -> MethodFigures:
+    """Ours and bare, step by step, for one method and mode (see the module's docstring)."""
+    spec = methods.get_method(name)
+    skip = skip_steps(cfg)
+    n_train = len(split.labeled) + len(split.unlabeled)
+    run_cfg = shortened(cfg, spec.family, skip + steps, n_train)
+    amp = resolve_amp(cfg["runtime"].get("amp", "auto"), device)
+    hook = Interleaver(skip, float(cfg["train"]["lr"]), amp, device)
+    folder = Path(tempfile.mkdtemp(prefix=f"{name}-{mode}-", dir=workdir))
+    ctx = RunContext(device=device, seed=SEED, run_dir=folder, cache_dir=folder / "cache", amp=amp, progress=hook)
+    seed_everything(SEED)
+    start = time.perf_counter()
+    trained = spec.train(split, run_cfg, ctx)
+    train_s = time.perf_counter() - start
+    for loop, figures in hook.loops.items():
+        if not figures.ours.wall or not figures.bare.wall:
+            raise RuntimeError(f"{name}/{mode}: loop '{loop}' ran {figures.iterations} steps, none timed")
+
+    batch = int(cfg["train"].get("eval_batch_size", 256))
+    start = time.perf_counter()
+    predict_logits(trained.best, split.val, device, batch)
+    eval_s = time.perf_counter() - start
+    dictionary_s = trained.info.get("pretrain", {}).get("dictionary_s")
+    setup_s = max(0.0, train_s - hook.steps_s - hook.hook_s - eval_s - (dictionary_s or 0.0))
+    return MethodFigures(f"{name}/{mode}", hook.loops, setup_s, len(split.val) / eval_s, dictionary_s)
+
+
+# -------------------------------------------------------------------------------------- loader
+
+
+def measure_loader(split: SemiSupervisedSplit, cfg: dict, mode: str, device: torch.device, steps: int) -> dict:
+    """Images per second the training loader alone delivers (labeled + weak + strong batch, augmented),
+    called back to back as the training loop calls it."""
+    from methods.common import LabeledBatches, UnlabeledBatches
+
+    batch = int(cfg["train"]["batch_size"])
+    unlabeled_batch = batch * int(cfg["train"].get("uratio", 1))
+    labeled = LabeledBatches(split.labeled, batch, SEED, device)
+    unlabeled = UnlabeledBatches(split.unlabeled, unlabeled_batch, SEED, device, mode)
+    labeled(0), unlabeled(0)  # first calls: imports, the RandAugment policy
+    start = _now(device)
+    for it in range(1, steps + 1):
+        labeled(it), unlabeled(it)
+    end = _now(device)
+    images = batch + 2 * unlabeled_batch
+    return {"img_s": steps * images / (end[0] - start[0]), "images_per_step": images,
+            "step_s": (end[0] - start[0]) / steps, "cpu_step_s": (end[1] - start[1]) / steps}
+
+
+# ------------------------------------------------------------------------------- runner overhead
+
+
+def measure_cell_overhead(profile: str, device: torch.device, workdir: Path) -> dict:
+    """What a cell costs beyond its method's `train` and the three test passes (best, last, embed): the
+    runner's split, files, record and results table (`cell_overhead_s`); and what the first cell of a
+    process pays once more (`first_cell_extra_s`: TensorBoard's import, ...). From one tiny `supervised`
+    cell, trained bare-handed, then through `run_cell`, each twice."""
+    cfg, labels = config_for(profile, "supervised", "single")
+    cfg["train"]["iterations"] = cfg["train"]["eval_every"] = 2
+    split = split_for(cfg, labels)
+    spec = methods.get_method("supervised")
+    amp = resolve_amp(cfg["runtime"].get("amp", "auto"), device)
+    train_s = []
+    for _ in range(2):
+        ctx = RunContext(device=device, seed=SEED, run_dir=Path(tempfile.mkdtemp(dir=workdir)),
+                         cache_dir=workdir / "cache", amp=amp)
+        start = time.perf_counter()
+        trained = spec.train(split, cfg, ctx)
+        train_s.append(time.perf_counter() - start)
+    start = time.perf_counter()
+    predict_logits(trained.best, split.test, device, int(cfg["train"].get("eval_batch_size", 256)))
+    test_pass_s = time.perf_counter() - start
+    cell_s = []
+    for attempt in range(2):
+        cell = Cell(split.dataset, "supervised", "single", labels, SEED)
+        start = time.perf_counter()
+        outcome = run_cell(cell, cfg, workdir / f"cells{attempt}", str(device))
+        cell_s.append(time.perf_counter() - start)
+        if outcome.status != "finished":
+            raise RuntimeError(f"the runner-overhead cell did not finish: {outcome.status} {outcome.message}")
+    return {"cell_overhead_s": max(0.0, cell_s[1] - train_s[1] - 3 * test_pass_s),
+            "first_cell_extra_s": max(0.0, cell_s[0] - cell_s[1])}
+
+
+# ------------------------------------------------------------------------------------- estimate
+
+
+def _dataset_labels(data_cfg: dict) -> np.ndarray | None:
+    """Labels of a dataset without decoding it: from its cache, or (synthetic) from its fixed order
+    (sample i has class i % 6); None when neither is available."""
+    try:
+        key = dataset_key(data_cfg)
+    except BenchmarkError:
+        return None
+    cached = cache_root() / f"{key['name']}-{key_of(key)}" / "labels.npy"
+    if cached.exists():
+        return np.load(cached)
+    if key["name"] == "synthetic":
+        return np.arange(6 * key["num_per_class"]) % 6
+    return None
+
+
+@lru_cache(maxsize=None)
+def _split_sizes(data_json: str, labels: float, seed: int) -> dict[str, int] | None:
+    data_cfg = json.loads(data_json)
+    y = _dataset_labels(data_cfg)
+    if y is None:
+        return None
+    parts = split_indices(y, tuple(data_cfg.get("split", (0.6, 0.2, 0.2))), seed)
+    classes = tuple(str(c) for c in range(int(y.max()) + 1))
+    n_labeled = len(labeled_indices(parts["train"], y, labels, seed, classes))
+    return {"train": len(parts["train"]), "labeled": n_labeled, "val": len(parts["val"]), "test": len(parts["test"])}
+
+
+def split_sizes(cfg: dict, record: dict) -> tuple[dict[str, int], bool]:
+    """(sizes of the cell's split, whether exact); else those of the perf run's own split."""
+    sizes = _split_sizes(json.dumps(cfg["data"], sort_keys=True, default=str), float(cfg["labels"]), int(cfg["seed"]))
+    return (sizes, True) if sizes is not None else (record["sizes"], False)
+
+
+def _evaluations(iterations: int, eval_every: int) -> int:
+    """TrainingLoop evaluates every `eval_every` steps and after the last."""
+    return iterations // eval_every + (1 if iterations % eval_every else 0)
+
+
+def _mics_iterations(cfg: dict, sizes: dict[str, int]) -> tuple[int, int]:
+    """(pre-training, fine-tuning) iterations of a MICS cell, as methods.mics computes them."""
+    from methods.mics.method import _epochs_to_iterations
+
+    pcfg, fcfg = cfg["method"]["pretrain"], cfg["method"]["finetune"]
+    pretrain = 0
+    if max(pcfg["a_dis"], pcfg["a_res"], pcfg["a_a"], pcfg["a_adv"]) > 0:
+        pretrain = _epochs_to_iterations(pcfg["epochs"], sizes["train"], int(pcfg["batch_size"]))
+    train = {**cfg["train"], **fcfg.get("train", {})}
+    finetune = (_epochs_to_iterations(fcfg["epochs"], sizes["labeled"], int(train["batch_size"]))
+                if fcfg["epochs"] is not None else int(train["iterations"]))
+    return pretrain, finetune
+
+
+def _figures_for(method: str, mode: str, record: dict) -> dict | None:
+    """The measured figures of a method and mode; else of its family in that mode (e.g. an ablation
+    preset takes MICS's); else None."""
+    measured = record["methods"]
+    if f"{method}/{mode}" in measured:
+        return measured[f"{method}/{mode}"]
+    family = methods.get_method(method).family
+    for key, figures in measured.items():
+        name, key_mode = key.split("/")
+        if key_mode == mode and methods.get_method(name).family == family:
+            return figures
+    return None
+
+
+@dataclass
+class GridEstimate:
+    seconds: float
+    cells: int
+    per_method: dict[str, float]  # method -> seconds
+    unmeasured: list[str]  # method/mode without figures (not counted)
+    approximate_sizes: bool  # some split sizes were not known and taken from the perf run's split
+
+    def line(self) -> str:
+        text = (f"estimated wall time: {self.seconds:.0f} s ({self.seconds / 60:.1f} min) for {self.cells} cells "
+                f"run one after another in one process")
+        if self.unmeasured:
+            text += f"; not counted, no figures: {', '.join(sorted(set(self.unmeasured)))}"
+        if self.approximate_sizes:
+            text += "; split sizes of a dataset not cached yet taken from the perf run's"
+        return text
+
+
+def estimate_grid(cells: list[Cell], configs: list[dict], record: dict) -> GridEstimate:
+    """Wall seconds of running `cells` one after the other in one process, from `record` (perf.json).
+
+    Per cell: setup + iterations x step + evaluations (every eval_every steps and at the end on
+    validation, three passes on test) + the runner's own work. Dash: its warm-up iterations at the
+    `supervised` step time (they are supervised steps) and one validation pass for rho_init. MICS: the
+    fine-tuning iterations at its step time; pre-training and the dictionary once per (dataset, seed,
+    pre-training configuration), as the cache shares them. Once per process: start-up and first-use
+    imports (`fixed_s`)."""
+    total = record["fixed_s"]
+    per_method: dict[str, float] = {}
+    unmeasured: list[str] = []
+    pretrainings: set[str] = set()
+    approximate = False
+    for cell, cfg in zip(cells, configs):
+        figures = _figures_for(cell.method, cell.mode, record)
+        if figures is None:
+            unmeasured.append(f"{cell.method}/{cell.mode}")
+            continue
+        sizes, exact = split_sizes(cfg, record)
+        approximate |= not exact
+        eval_per_image = 1.0 / figures["eval_img_s"]
+        seconds = record["cell_overhead_s"] + figures["setup_s"] + 3 * sizes["test"] * eval_per_image
+        if methods.get_method(cell.method).family == "mics":
+            pretrain, finetune = _mics_iterations(cfg, sizes)
+            train = {**cfg["train"], **cfg["method"]["finetune"].get("train", {})}
+            seconds += finetune * figures["loops"]["finetune"]["ours_step_s"]
+            seconds += _evaluations(finetune, int(train.get("eval_every", finetune))) * sizes["val"] * eval_per_image
+            key = json.dumps([cell.dataset, cell.seed, cfg["data"], cfg["model"], cfg["method"]["pretrain"],
+                              cfg["method"]["dictionary"]], sort_keys=True, default=str)
+            if pretrain and key not in pretrainings:
+                pretrainings.add(key)
+                seconds += pretrain * figures["loops"]["pretrain"]["ours_step_s"] + figures.get("dictionary_s", 0.0)
+        else:
+            iterations = int(cfg["train"]["iterations"])
+            warmup = int(cfg["method"].get("num_wu_iter", 0) or 0)
+            supervised = record["methods"].get("supervised/single", figures)
+            seconds += (iterations - warmup) * figures["ours_step_s"] + warmup * supervised["ours_step_s"]
+            evaluations = _evaluations(iterations, int(cfg["train"].get("eval_every", iterations)))
+            seconds += (evaluations + (1 if warmup else 0)) * sizes["val"] * eval_per_image
+        total += seconds
+        per_method[cell.method] = per_method.get(cell.method, 0.0) + seconds
+    return GridEstimate(total, len(cells) - len(unmeasured), per_method, unmeasured, approximate)
+
+
+def read_record(reports: Path) -> dict | None:
+    path = Path(reports) / PERF_FILE
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def dry_run_estimate(cells: list[Cell], configs: list[dict], reports: Path) -> str:
+    """The line `run --dry-run` prints: the estimate for `cells` from the last `perf` of their profile."""
+    record = read_record(reports)
+    profiles = {cfg["profile"] for cfg in configs}
+    if record is None or profiles != {record["profile"]}:
+        which = ", ".join(sorted(profiles))
+        return (f"estimated wall time: unknown, no measurement of profile {which} in {Path(reports) / PERF_FILE} "
+                f"(python -m benchmark perf --profile {which})")
+    if not cells:
+        return "estimated wall time: 0 s, nothing to run"
+    return estimate_grid(cells, configs, record).line() + f" (figures of `perf` at {record['measured_at']})"
+
+
+# ------------------------------------------------------------------------------------ the record
+
+
+def process_age_s() -> float:
+    """Seconds since this process started: the start-up (interpreter, imports) a grid pays once."""
+    import psutil
+
+    return time.time() - psutil.Process(os.getpid()).create_time()
+
+
+def load_average() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def write_record(record: dict, reports: Path) -> Path:
+    path = Path(reports) / PERF_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(record, indent=1, sort_keys=True))
+    os.replace(tmp, path)
+    return path
+
+
+def consumed_img_s(method_figures: dict[str, dict], mode: str, images_per_step: int) -> float | None:
+    """The fastest rate at which training in `mode` takes the loader's images: the loader's images per
+    step over the quickest bare step (training with free data) among the methods that draw unlabeled
+    batches in that mode (the supervised bounds draw labeled ones only)."""
+    rates = [images_per_step / f["bare_step_s"] for key, f in method_figures.items()
+             if key.split("/")[1] == mode and methods.get_method(key.split("/")[0]).family != "bounds"]
+    return max(rates) if rates else None
+
+
+def mics_stages(figures: dict) -> dict:
+    """MICS's stage costs, from its method figures: pre-training step, dictionary build, fine-tuning step."""
+    loops = figures["loops"]
+    out = {"finetune_step_s": loops["finetune"]["ours_step_s"],
+           "finetune_cpu_step_s": loops["finetune"]["ours_cpu_step_s"]}
+    if "pretrain" in loops:
+        pre = loops["pretrain"]
+        out.update(pretrain_step_s=pre["ours_step_s"], pretrain_cpu_step_s=pre["ours_cpu_step_s"],
+                   pretrain_ours_img_s=pre["ours_img_s"], pretrain_bare_img_s=pre["bare_img_s"],
+                   pretrain_overhead_ratio=pre["overhead_ratio"])
+    if "dictionary_s" in figures:
+        out["dictionary_s"] = figures["dictionary_s"]
+    return out
+
+
+def measure(profile: str, pairs: list[tuple[str, str]], device: torch.device, steps: int,
+            log=print) -> dict:
+    """Every figure of `perf` but the grid estimate, for the (method, mode) `pairs` of `profile`;
+    `log` gets one line per finished measurement."""
+    fixed_s = process_age_s()
+    start = time.perf_counter()
+    from methods.usb.adapter import import_semilearn
+
+    import_semilearn()  # every grid pays this import once, in its first USB cell
+    fixed_s += time.perf_counter() - start
+    record: dict = {"profile": profile, "device": str(device), "threads": torch.get_num_threads(),
+                    "cpus": os.cpu_count(), "torch": torch.__version__, "code_version": code_version(),
+                    "steps": steps, "load_avg_before": load_average(), "fixed_s": fixed_s, "methods": {}}
+    splits: dict[float, SemiSupervisedSplit] = {}
+    train_cfgs: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory(prefix="mics-bench-perf-") as tmp:
+        workdir = Path(tmp)
+        for name, mode in pairs:
+            cfg, labels = config_for(profile, name, mode)
+            if labels not in splits:
+                splits[labels] = split_for(cfg, labels)
+            figures = measure_method(name, mode, cfg, splits[labels], device, steps, workdir)
+            record["methods"][figures.key] = figures.summary()
+            train_cfgs.setdefault(mode, cfg)
+            log(method_line(figures.key, record["methods"][figures.key]))
+        split = splits.get(LABELS) or split_for(config_for(profile, "supervised", "single")[0], LABELS)
+        record["sizes"] = {"train": len(split.labeled) + len(split.unlabeled), "labeled": len(split.labeled),
+                           "val": len(split.val), "test": len(split.test)}
+        modes = {}
+        for mode in ("single", "multi"):
+            if mode not in train_cfgs:
+                continue
+            loader = measure_loader(split, train_cfgs[mode], mode, device, steps)
+            loader["consumed_img_s"] = consumed_img_s(record["methods"], mode, loader["images_per_step"])
+            modes[mode] = loader
+            log(loader_line(mode, loader))
+        if modes:  # the headline: the mode where the loader has the least margin
+            worst = min(modes.values(), key=lambda m: m["img_s"] / (m["consumed_img_s"] or math.inf))
+            record["loader"] = {"img_s": worst["img_s"], "consumed_img_s": worst["consumed_img_s"], "modes": modes}
+        mics = record["methods"].get("mics/fused")
+        if mics is not None:
+            record["mics"] = mics_stages(mics)
+            log(mics_line(record["mics"]))
+        overhead = measure_cell_overhead(profile, device, workdir)
+        record["cell_overhead_s"] = overhead["cell_overhead_s"]
+        record["fixed_s"] += overhead["first_cell_extra_s"]
+    record["peak_rss_mb"] = peak_rss_mb()
+    record["load_avg_after"] = load_average()
+    record["measured_at"] = time.strftime("%Y-%m-%d %H:%M:%S")
+    return record
+
+
+def split_dataset(profile: str) -> str:
+    """The profile's own dataset: what its grid runs on by default."""
+    return load_profile(profile)["data"]["name"]
+
+
+def config_for(profile: str, method: str, mode: str) -> tuple[dict, float]:
+    """The effective config of a measured cell (the profile's own dataset) and its label ratio."""
+    spec = methods.get_method(method)
+    labels = spec.fixed_labels if spec.fixed_labels is not None else LABELS
+    cfg = build_config(profile, method, mode, split_dataset(profile), labels, SEED)
+    cfg.pop("executor", None)  # where a cell runs is not part of what it computes
+    return cfg, labels
+
+
+def split_for(cfg: dict, labels: float) -> SemiSupervisedSplit:
+    raw, folder = load_dataset(cfg["data"])
+    return make_split(raw, folder, cfg["data"], labels, SEED)
+
+
+# ----------------------------------------------------------------------------------- printing
+
+
+def method_line(key: str, f: dict) -> str:
+    ms = {k: 1000 * f[k] for k in ("ours_step_s", "ours_cpu_step_s", "bare_step_s", "bare_cpu_step_s")}
+    return (f"{key:<22} ours {f['ours_img_s']:7.0f} img/s  bare {f['bare_img_s']:7.0f} img/s  "
+            f"ratio {f['overhead_ratio']:5.2f}   step {ms['ours_step_s']:6.1f} ms (cpu {ms['ours_cpu_step_s']:6.1f}) "
+            f"vs {ms['bare_step_s']:6.1f} ms (cpu {ms['bare_cpu_step_s']:6.1f})  {f['images_per_step']} img/step")
+
+
+def loader_line(mode: str, loader: dict) -> str:
+    consumed = loader["consumed_img_s"]
+    margin = f"{loader['img_s'] / consumed:.1f}x" if consumed else "n/a"
+    return (f"loader {mode:<6} {loader['img_s']:7.0f} img/s delivered ({loader['images_per_step']} img/step, "
+            f"{1000 * loader['step_s']:.1f} ms, cpu {1000 * loader['cpu_step_s']:.1f} ms); training consumes at most "
+            f"{consumed or 0:.0f} img/s: {margin}")
+
+
+def mics_line(m: dict) -> str:
+    parts = []
+    if "pretrain_step_s" in m:
+        parts.append(f"pre-training step {1000 * m['pretrain_step_s']:.1f} ms "
+                     f"(cpu {1000 * m['pretrain_cpu_step_s']:.1f}, ratio {m['pretrain_overhead_ratio']:.2f})")
+    if "dictionary_s" in m:
+        parts.append(f"dictionary {m['dictionary_s']:.2f} s")
+    parts.append(f"fine-tuning step {1000 * m['finetune_step_s']:.1f} ms (cpu {1000 * m['finetune_cpu_step_s']:.1f})")
+    return "MICS stages: " + ", ".join(parts)

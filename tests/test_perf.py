@@ -1,0 +1,103 @@
+"""`perf` and the speed-ups it measures: the record's schema and arithmetic (never timing thresholds),
+the grid estimate of `run --dry-run`, and that the faster batch code makes the very same batches."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from benchmark.cli import main
+from benchmark.data.loaders import step_generator, to_tensor, weak_augment
+
+STEPS = "2"
+
+
+@pytest.fixture(scope="module")
+def record(tmp_path_factory) -> tuple[dict, Path]:
+    """One `perf` on the smoke profile, with a supervised bound and one SSL method in single mode."""
+    reports = tmp_path_factory.mktemp("reports")
+    code = main(["perf", "--profile", "smoke", "--device", "cpu", "--threads", "1", "--method", "supervised,fixmatch",
+                 "--modes", "single", "--steps", STEPS, "--reports", str(reports)])
+    assert code == 0
+    return json.loads((reports / "perf.json").read_text()), reports
+
+
+def test_perf_json_has_every_figure(record) -> None:
+    rec, _ = record
+    assert rec["profile"] == "smoke"
+    assert set(rec["methods"]) == {"supervised/single", "fixmatch/single"}
+    for figures in rec["methods"].values():
+        for key in ("ours_img_s", "bare_img_s", "overhead_ratio", "ours_step_s", "bare_step_s", "eval_img_s"):
+            assert figures[key] > 0, key
+        assert figures["overhead_ratio"] == pytest.approx(figures["ours_img_s"] / figures["bare_img_s"], rel=1e-12)
+        assert figures["ours_img_s"] == pytest.approx(figures["images_per_step"] / figures["ours_step_s"], rel=1e-12)
+        assert figures["timed_steps"] == int(STEPS)
+    # the SSL step sends labeled + weak + strong batches through the network; the bound the labeled one
+    smoke_batch = 8
+    assert rec["methods"]["supervised/single"]["images_per_step"] == smoke_batch
+    assert rec["methods"]["fixmatch/single"]["images_per_step"] == 3 * smoke_batch
+    assert rec["loader"]["img_s"] > 0 and rec["loader"]["consumed_img_s"] > 0
+    assert rec["loader"]["modes"]["single"]["images_per_step"] == 3 * smoke_batch
+    assert rec["peak_rss_mb"] > 0 and rec["grid_estimate_s"] > 0 and rec["cell_overhead_s"] >= 0
+    assert "mics" not in rec  # not measured
+    assert "mics/fused" in rec["grid"]["unmeasured"]
+
+
+def test_dry_run_prints_the_estimate(record, tmp_path: Path, capsys) -> None:
+    rec, reports = record
+    args = ["run", "--profile", "smoke", "--method", "supervised", "--labels", "5,50", "--out", str(tmp_path / "out"),
+            "--dry-run"]
+    assert main(args + ["--reports", str(reports)]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert line.startswith("estimated wall time:") and "for 2 cells" in line
+    assert main(args + ["--reports", str(tmp_path / "none")]) == 0
+    assert "unknown" in capsys.readouterr().out.strip().splitlines()[-1]
+
+
+def _pad_crop_flip(x: torch.Tensor, generator: torch.Generator, pad_fraction: float = 0.125) -> torch.Tensor:
+    """USB's weak view as first written: reflect padding, a crop per image, then the flips."""
+    n, _, h, w = x.shape
+    pad = max(1, int(round(h * pad_fraction)))
+    padded = F.pad(x, (pad, pad, pad, pad), mode="reflect")
+    oy = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
+    ox = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
+    out = torch.stack([padded[i, :, oy[i]:oy[i] + h, ox[i]:ox[i] + w] for i in range(n)])
+    flip = torch.rand(n, generator=generator) < 0.5
+    return torch.where(flip[:, None, None, None], out.flip(3), out)
+
+
+@pytest.mark.parametrize("shape", [(6, 16, 16), (3, 9, 12), (4, 64, 64)])
+def test_weak_augment_is_pad_crop_flip(shape) -> None:
+    images = np.random.default_rng(0).integers(0, 256, (*shape, 3), dtype=np.uint8)
+    for step in range(5):
+        fast = weak_augment(to_tensor(images), step_generator(0, step))
+        assert fast.is_contiguous()
+        assert torch.equal(fast, _pad_crop_flip(to_tensor(images), step_generator(0, step)))
+
+
+@pytest.mark.parametrize("worker", [True, False])
+def test_strong_views_made_ahead_are_those_made_on_demand(worker: bool, monkeypatch) -> None:
+    """Single mode makes the next batches' strong sources in a worker process (when a core is free for
+    it): a run resumed at any step, or batches asked for in any order, must see the same views, with
+    or without the worker."""
+    from benchmark.data.types import PairedArrays
+    from methods import common
+    from methods.common import UnlabeledBatches
+
+    monkeypatch.setattr(common, "augmenter_fits", lambda device: worker)
+
+    rng = np.random.default_rng(2)
+    part = PairedArrays(wli=rng.integers(0, 256, (20, 16, 16, 3), dtype=np.uint8),
+                        nbi=rng.integers(0, 256, (20, 16, 16, 3), dtype=np.uint8),
+                        labels=np.full(20, -1), index=np.arange(20))
+    in_order = UnlabeledBatches(part, 8, 0, torch.device("cpu"), "single")
+    expected = [in_order(it) for it in range(5)]
+    assert bool(in_order._ahead) == worker
+    resumed = UnlabeledBatches(part, 8, 0, torch.device("cpu"), "single")
+    for it in (3, 4, 1, 2, 0):
+        for got, want in zip(resumed(it), expected[it]):
+            assert torch.equal(got, want)
