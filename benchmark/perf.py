@@ -582,7 +582,7 @@ def measure(profile: str, pairs: list[tuple[str, str]], device: torch.device, st
     `log` gets one line per finished measurement."""
     fixed_s = process_age_s()
     start = time.perf_counter()
-    from methods.usb.adapter import import_semilearn
+    from methods.common import import_semilearn
 
     import_semilearn()  # every grid pays this import once, in its first USB cell
     fixed_s += time.perf_counter() - start

@@ -4,6 +4,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import random
+import warnings
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
@@ -166,9 +167,21 @@ def randaugment(images: np.ndarray, py_seed: int, np_seed: int) -> np.ndarray:
     semilearn's policy draws from the global `random` and `np.random` of the process it runs in:
     seeding them here makes batch `it` the same in the worker process, in line, and in a resumed run."""
     from PIL import Image
+
+    import_semilearn()
     from semilearn.datasets.augmentation import RandAugment
 
     policy = RandAugment(3, 5)
     random.seed(py_seed)
     np.random.seed(np_seed)
     return np.stack([np.asarray(policy(Image.fromarray(image)).convert("RGB")) for image in images])
+
+
+def import_semilearn():
+    """semilearn, imported on first use (it takes seconds) and quietly (its imports of timm.models.layers
+    and aim's SQLAlchemy models warn about deprecations)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import semilearn
+    return semilearn

@@ -45,7 +45,7 @@ from benchmark.errors import ConfigError
 from benchmark.models import create_backbone
 from benchmark.training import TrainingLoop, predict_logits
 
-from ..common import LabeledBatches, UnlabeledBatches, WLIClassifier
+from ..common import LabeledBatches, UnlabeledBatches, WLIClassifier, import_semilearn
 
 _OURS = ("name", "mode")  # keys of cfg["method"] that are not semilearn arguments
 _STATE_TYPES = (torch.Tensor, bool, int, float, type(None))
@@ -61,16 +61,6 @@ class USBNet(WLIClassifier):
             return head(x)
         feat = self.features(x)
         return feat if only_feat else {"logits": head(feat), "feat": feat}
-
-
-def import_semilearn():
-    """semilearn, imported on first use (it takes seconds) and quietly (its imports of timm.models.layers
-    and aim's SQLAlchemy models warn about deprecations)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        warnings.simplefilter("ignore", DeprecationWarning)
-        import semilearn
-    return semilearn
 
 
 def usb_config(name: str, values: dict):
