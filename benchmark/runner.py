@@ -334,7 +334,8 @@ def _train_and_evaluate(cell: Cell, cfg: dict, out: Path, device: str, show_prog
     # `cache_dir` is absolute and fixed per output folder: every cell (and process) of this output
     # folder shares it, e.g. one MICS pre-training per (dataset, seed, profile).
     ctx = RunContext(device=dev, seed=cell.seed, run_dir=folder, cache_dir=out.resolve() / "cache",
-                     amp=resolve_amp(cfg["runtime"].get("amp", "auto"), dev), curves=curves, progress=progress)
+                     amp=resolve_amp(cfg["runtime"].get("amp", "auto"), dev),
+                     compile=bool(cfg["runtime"].get("compile", False)), curves=curves, progress=progress)
     start = time.perf_counter()
     try:
         trained: Trained = spec.train(split, cfg, ctx)

@@ -100,6 +100,18 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def compile_blocks(model: nn.Module) -> int:
+    """torch.compile every transformer block of `model` in place (regional compilation): whichever way a
+    method calls its backbone (whole, a submodule, `forward_features`), the blocks run compiled, one
+    compiled graph is reused by identical blocks, and parameter names do not change. Returns how many."""
+    from timm.models.vision_transformer import Block
+
+    blocks = [m for m in model.modules() if isinstance(m, Block)]
+    for block in blocks:
+        block.compile()
+    return len(blocks)
+
+
 class TrainingLoop:
     """Runs `iterations` steps of one model and selects the best validation checkpoint.
 
@@ -131,6 +143,8 @@ class TrainingLoop:
         self.scaler = torch.amp.GradScaler(ctx.device.type, enabled=ctx.amp)
         decay = float(train_cfg.get("ema_momentum", 0.0))
         self.ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True) if decay > 0 else None
+        if ctx.compile:  # after the EMA copy: the evaluated copy runs eagerly
+            compile_blocks(model)
         self.extra_state, self.load_extra_state = extra_state, load_extra_state
         self.path = Path(ctx.run_dir) / f"{name}_checkpoint.pt"
         self.best_state: dict | None = None
