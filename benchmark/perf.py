@@ -518,14 +518,14 @@ def read_record(reports: Path) -> dict | None:
 
 def dry_run_estimate(cells: list[Cell], configs: list[dict], reports: Path) -> str:
     """The line `run --dry-run` prints: the estimate for `cells` from the last `perf` of their profile."""
+    if not cells:
+        return "estimated wall time: 0 s, nothing to run"
     record = read_record(reports)
     profiles = {cfg["profile"] for cfg in configs}
     if record is None or profiles != {record["profile"]}:
         which = ", ".join(sorted(profiles))
         return (f"estimated wall time: unknown, no measurement of profile {which} in {Path(reports) / PERF_FILE} "
                 f"(python -m benchmark perf --profile {which})")
-    if not cells:
-        return "estimated wall time: 0 s, nothing to run"
     return estimate_grid(cells, configs, record).line() + f" (figures of `perf` at {record['measured_at']})"
 
 

@@ -58,6 +58,15 @@ def test_dry_run_prints_the_estimate(record, tmp_path: Path, capsys) -> None:
     assert "unknown" in capsys.readouterr().out.strip().splitlines()[-1]
 
 
+def test_dry_run_of_a_finished_grid_has_nothing_to_estimate(tmp_path: Path, capsys) -> None:
+    args = ["run", "--profile", "smoke", "--method", "supervised", "--labels", "5", "--out", str(tmp_path / "out"),
+            "--reports", str(tmp_path / "reports")]
+    assert main(args) == 0
+    capsys.readouterr()
+    assert main(args + ["--dry-run"]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1] == "estimated wall time: 0 s, nothing to run"
+
+
 def _pad_crop_flip(x: torch.Tensor, generator: torch.Generator, pad_fraction: float = 0.125) -> torch.Tensor:
     """USB's weak view as first written: reflect padding, a crop per image, then the flips."""
     n, _, h, w = x.shape
