@@ -41,14 +41,13 @@ from torch.nn.modules.module import register_module_forward_hook, register_modul
 
 import methods
 
-from .config import build_config, load_profile
 from .contract import RunContext
 from .data import dataset_key, load_dataset, make_split
 from .data.cache import cache_root, key_of
 from .data.splits import labeled_indices, split_indices
 from .data.types import SemiSupervisedSplit
 from .errors import BenchmarkError
-from .runner import Cell, run_cell
+from .runner import Cell, cell_configs, run_cell
 from .runtime import code_version, peak_rss_mb, resolve_amp, seed_everything
 from .training import predict_logits
 
@@ -56,6 +55,9 @@ PERF_FILE = "perf.json"
 SKIP = 3  # untimed first steps of a loop: allocation, optimizer state, the first-call costs of libraries
 LABELS = 50.0  # label ratio of the measured runs (batch shapes do not depend on it)
 SEED = 0
+SUPERVISED = ("supervised", "single")  # its config is always built: the runner-overhead cell
+
+Pair = tuple[str, str]  # (method, mode)
 
 Stamp = tuple[float, float]  # (wall, CPU) seconds
 
@@ -304,7 +306,8 @@ def measure_method(name: str, mode: str, cfg: dict, split: SemiSupervisedSplit, 
     amp = resolve_amp(cfg["runtime"].get("amp", "auto"), device)
     hook = Interleaver(skip, float(cfg["train"]["lr"]), amp, device)
     folder = Path(tempfile.mkdtemp(prefix=f"{name}-{mode}-", dir=workdir))
-    ctx = RunContext(device=device, seed=SEED, run_dir=folder, cache_dir=folder / "cache", amp=amp, progress=hook)
+    ctx = RunContext(device=device, seed=SEED, run_dir=folder, cache_dir=folder / "cache", amp=amp,
+                     compile=bool(cfg["runtime"].get("compile", False)), progress=hook)
     seed_everything(SEED)
     start = time.perf_counter()
     trained = spec.train(split, run_cfg, ctx)
@@ -347,12 +350,12 @@ def measure_loader(split: SemiSupervisedSplit, cfg: dict, mode: str, device: tor
 # ------------------------------------------------------------------------------- runner overhead
 
 
-def measure_cell_overhead(profile: str, device: torch.device, workdir: Path) -> dict:
+def measure_cell_overhead(supervised: tuple[dict, float], device: torch.device, workdir: Path) -> dict:
     """What a cell costs beyond its method's `train` and the three test passes (best, last, embed): the
     runner's split, files, record and results table (`cell_overhead_s`); and what the first cell of a
     process pays once more (`first_cell_extra_s`: TensorBoard's import, ...). From one tiny `supervised`
     cell, trained bare-handed, then through `run_cell`, each twice."""
-    cfg, labels = config_for(profile, "supervised", "single")
+    cfg, labels = copy.deepcopy(supervised[0]), supervised[1]
     cfg["train"]["iterations"] = cfg["train"]["eval_every"] = 2
     split = split_for(cfg, labels)
     spec = methods.get_method("supervised")
@@ -576,10 +579,10 @@ def mics_stages(figures: dict) -> dict:
     return out
 
 
-def measure(profile: str, pairs: list[tuple[str, str]], device: torch.device, steps: int,
-            log=print) -> dict:
-    """Every figure of `perf` but the grid estimate, for the (method, mode) `pairs` of `profile`;
-    `log` gets one line per finished measurement."""
+def measure(profile: str, pairs: list[Pair], configs: dict[Pair, tuple[dict, float]], device: torch.device,
+            steps: int, log=print) -> dict:
+    """Every figure of `perf` but the grid estimate, for the (method, mode) `pairs` of `profile`, each with
+    its (config, label ratio) from `measured_configs`; `log` gets one line per finished measurement."""
     fixed_s = process_age_s()
     start = time.perf_counter()
     from methods.common import import_semilearn
@@ -588,20 +591,21 @@ def measure(profile: str, pairs: list[tuple[str, str]], device: torch.device, st
     fixed_s += time.perf_counter() - start
     record: dict = {"profile": profile, "device": str(device), "threads": torch.get_num_threads(),
                     "cpus": os.cpu_count(), "torch": torch.__version__, "code_version": code_version(),
-                    "steps": steps, "load_avg_before": load_average(), "fixed_s": fixed_s, "methods": {}}
+                    "dataset": configs[SUPERVISED][0]["data"]["name"], "steps": steps, "load_avg_before": load_average(),
+                    "fixed_s": fixed_s, "methods": {}}
     splits: dict[float, SemiSupervisedSplit] = {}
     train_cfgs: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="mics-bench-perf-") as tmp:
         workdir = Path(tmp)
         for name, mode in pairs:
-            cfg, labels = config_for(profile, name, mode)
+            cfg, labels = configs[name, mode]
             if labels not in splits:
                 splits[labels] = split_for(cfg, labels)
             figures = measure_method(name, mode, cfg, splits[labels], device, steps, workdir)
             record["methods"][figures.key] = figures.summary()
             train_cfgs.setdefault(mode, cfg)
             log(method_line(figures.key, record["methods"][figures.key]))
-        split = splits.get(LABELS) or split_for(config_for(profile, "supervised", "single")[0], LABELS)
+        split = splits.get(LABELS) or split_for(configs[SUPERVISED][0], LABELS)
         record["sizes"] = {"train": len(split.labeled) + len(split.unlabeled), "labeled": len(split.labeled),
                            "val": len(split.val), "test": len(split.test)}
         modes = {}
@@ -619,7 +623,7 @@ def measure(profile: str, pairs: list[tuple[str, str]], device: torch.device, st
         if mics is not None:
             record["mics"] = mics_stages(mics)
             log(mics_line(record["mics"]))
-        overhead = measure_cell_overhead(profile, device, workdir)
+        overhead = measure_cell_overhead(configs[SUPERVISED], device, workdir)
         record["cell_overhead_s"] = overhead["cell_overhead_s"]
         record["fixed_s"] += overhead["first_cell_extra_s"]
     record["peak_rss_mb"] = peak_rss_mb()
@@ -628,18 +632,19 @@ def measure(profile: str, pairs: list[tuple[str, str]], device: torch.device, st
     return record
 
 
-def split_dataset(profile: str) -> str:
-    """The profile's own dataset: what its grid runs on by default."""
-    return load_profile(profile)["data"]["name"]
-
-
-def config_for(profile: str, method: str, mode: str) -> tuple[dict, float]:
-    """The effective config of a measured cell (the profile's own dataset) and its label ratio."""
-    spec = methods.get_method(method)
-    labels = spec.fixed_labels if spec.fixed_labels is not None else LABELS
-    cfg = build_config(profile, method, mode, split_dataset(profile), labels, SEED)
-    cfg.pop("executor", None)  # where a cell runs is not part of what it computes
-    return cfg, labels
+def measured_configs(profile: str, pairs: list[Pair], dataset: str, data_root: str | None = None,
+                     nbi: str | None = None, overrides: dict | None = None) -> dict[Pair, tuple[dict, float]]:
+    """(effective config, label ratio) of each pair and of SUPERVISED, built as `run` builds a cell on
+    `dataset` (an override applies where a config has its key, as in `run`)."""
+    wanted = list(dict.fromkeys([*pairs, SUPERVISED]))
+    cells = []
+    for name, mode in wanted:
+        spec = methods.get_method(name)
+        cells.append(Cell(dataset, name, mode, spec.fixed_labels if spec.fixed_labels is not None else LABELS, SEED))
+    configs = cell_configs(cells, profile, overrides, data_root, nbi)
+    for cfg in configs:
+        cfg.pop("executor", None)  # where a cell runs is not part of what it computes
+    return {pair: (cfg, cell.labels) for pair, cell, cfg in zip(wanted, cells, configs)}
 
 
 def split_for(cfg: dict, labels: float) -> SemiSupervisedSplit:

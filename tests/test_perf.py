@@ -47,6 +47,32 @@ def test_perf_json_has_every_figure(record) -> None:
     assert "mics/fused" in rec["grid"]["unmeasured"]
 
 
+def test_perf_measures_what_set_and_dataset_ask_for(tmp_path: Path) -> None:
+    """`--set` reaches the measured runs (and the estimate's command), as it reaches `run`'s cells."""
+    code = main(["perf", "--profile", "smoke", "--device", "cpu", "--threads", "1", "--method", "fixmatch",
+                 "--modes", "multi", "--steps", STEPS, "--dataset", "synthetic", "--set", "train.batch_size=4",
+                 "--reports", str(tmp_path)])
+    assert code == 0
+    rec = json.loads((tmp_path / "perf.json").read_text())
+    assert rec["dataset"] == "synthetic"
+    assert rec["methods"]["fixmatch/multi"]["images_per_step"] == 3 * 4
+    assert rec["grid"]["command"].endswith("--set train.batch_size=4")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--set", "train.no_such_key=1"], "no_such_key"),
+    (["--dataset", "imagenet"], "unknown dataset 'imagenet'"),
+    (["--dataset", "kvasir"], "--data-root"),
+])
+def test_perf_refuses_bad_input_before_measuring(args, message, tmp_path: Path, capsys) -> None:
+    code = main(["perf", "--profile", "smoke", "--device", "cpu", "--method", "supervised", "--reports", str(tmp_path),
+                 *args])
+    assert code == 2
+    captured = capsys.readouterr()
+    assert message in captured.err and "perf:" not in captured.out
+    assert not (tmp_path / "perf.json").exists()
+
+
 def test_dry_run_prints_the_estimate(record, tmp_path: Path, capsys) -> None:
     rec, reports = record
     args = ["run", "--profile", "smoke", "--method", "supervised", "--labels", "5,50", "--out", str(tmp_path / "out"),

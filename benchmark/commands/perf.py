@@ -8,9 +8,10 @@ from pathlib import Path
 
 import methods
 
-from ..config import DEFAULT_PROFILE, PROFILES, load_profile
+from ..config import DEFAULT_PROFILE, PROFILES, load_profile, parse_overrides
+from ..data import DATASETS, dataset_key
 from ..errors import ConfigError, unknown_name
-from ..perf import estimate_grid, measure, write_record
+from ..perf import SUPERVISED, estimate_grid, measure, measured_configs, write_record
 from ..runner import cell_configs
 from ..runtime import DEVICES, configure_threads, resolve_device
 from .run import expand_grid
@@ -22,6 +23,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--profile", default=DEFAULT_PROFILE, help=f"one of {', '.join(PROFILES)}")
     parser.add_argument("--method", default="all", help="all (Table II) or comma-separated names (see `list`)")
     parser.add_argument("--modes", default=None, help="single,multi,fused (default: each method's own modes)")
+    parser.add_argument("--dataset", default=None, help=f"one of {', '.join(DATASETS)} (default: the profile's)")
+    parser.add_argument("--data-root", default=None, help="folder of a real dataset, as for `run`")
+    parser.add_argument("--nbi", default=None, help="NBI source for kvasir: spectral | generator:PATH | paired")
+    parser.add_argument("--set", dest="overrides", action="append", metavar="KEY=VALUE",
+                        help="override a config key for the measured runs and the estimate, as for `run`")
     parser.add_argument("--steps", default=16, type=int,
                         help="timed steps per method, of ours and of the bare loop each")
     parser.add_argument("--device", default="auto", help=f"one of {', '.join(DEVICES)}")
@@ -50,27 +56,34 @@ def main(args: argparse.Namespace) -> int:
         raise unknown_name("profile", args.profile, PROFILES)
     if args.steps < 1:
         raise ConfigError(f"bad --steps {args.steps}; expected 1 or more")
-    pairs = _pairs(args.method, args.modes)
-    runtime = load_profile(args.profile)["runtime"]
-    device = resolve_device(args.device if args.device != "auto" else runtime["device"])
     if args.threads is not None and args.threads < 1:
         raise ConfigError(f"bad --threads {args.threads}; expected 1 or more")
+    pairs = _pairs(args.method, args.modes)
+    dataset = args.dataset or load_profile(args.profile)["data"]["name"]
+    if dataset not in DATASETS:
+        raise unknown_name("dataset", dataset, DATASETS)
+    overrides = parse_overrides(args.overrides)
+    configs = measured_configs(args.profile, pairs, dataset, args.data_root, args.nbi, overrides)
+    dataset_key(configs[SUPERVISED][0]["data"])  # a missing or unreadable folder ends here, before any measurement
+    runtime = configs[SUPERVISED][0]["runtime"]
+    device = resolve_device(args.device if args.device != "auto" else runtime["device"])
     configure_threads(args.threads or runtime.get("threads"))
-    print(f"perf: profile {args.profile} on {device}, {len(pairs)} method/mode pairs, {args.steps} timed steps each "
-          f"(ours and bare alternating)")
-    record = measure(args.profile, pairs, device, args.steps)
+    print(f"perf: profile {args.profile} on {dataset}, {device}, {len(pairs)} method/mode pairs, {args.steps} timed "
+          f"steps each (ours and bare alternating)")
+    record = measure(args.profile, pairs, configs, device, args.steps)
 
-    dataset = load_profile(args.profile)["data"]["name"]
     grid = argparse.Namespace(method="all", labels=GRID_LABELS, dataset=dataset, modes=None, seeds="0")
     cells = expand_grid(grid)
-    configs = cell_configs(cells, args.profile, None, None, None)
-    estimate = estimate_grid(cells, configs, record)
+    estimate = estimate_grid(cells, cell_configs(cells, args.profile, overrides, args.data_root, args.nbi), record)
     record["grid_estimate_s"] = estimate.seconds
     command = f"run --method all --labels {GRID_LABELS} --dataset {dataset} --profile {args.profile}"
+    for option, value in (("--data-root", args.data_root), ("--nbi", args.nbi)):
+        command += f" {option} {value}" if value else ""
+    command += "".join(f" --set {pair}" for pair in args.overrides or [])
     record["grid"] = {"command": command, "cells": estimate.cells, "per_method_s": estimate.per_method,
                       "unmeasured": sorted(set(estimate.unmeasured))}
     print(f"peak resident memory of this process: {record['peak_rss_mb']:.0f} MB "
-          f"(every method's steps and evaluation, MICS's stages: at least one quick run's peak)")
+          f"(every method's steps and evaluation, MICS's stages: at least one run's peak)")
     print(f"runner overhead per cell: {record['cell_overhead_s']:.2f} s; "
           f"start-up and imports: {record['fixed_s']:.1f} s")
     print(f"grid `{record['grid']['command']}`: {estimate.line()}")
