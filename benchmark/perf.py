@@ -45,6 +45,7 @@ from .contract import RunContext
 from .data import dataset_key, load_dataset, make_split
 from .data.cache import cache_root, key_of
 from .data.splits import labeled_indices, split_indices
+from .data.synthetic import synthetic_labels
 from .data.types import SemiSupervisedSplit
 from .errors import BenchmarkError
 from .runner import Cell, cell_configs, run_cell
@@ -386,8 +387,8 @@ def measure_cell_overhead(supervised: tuple[dict, float], device: torch.device, 
 
 
 def _dataset_labels(data_cfg: dict) -> np.ndarray | None:
-    """Labels of a dataset without decoding it: from its cache, or (synthetic) from its fixed order
-    (sample i has class i % 6); None when neither is available."""
+    """Labels of a dataset without decoding it: from its cache, or (synthetic) from its fixed order;
+    None when neither is available."""
     try:
         key = dataset_key(data_cfg)
     except BenchmarkError:
@@ -396,7 +397,7 @@ def _dataset_labels(data_cfg: dict) -> np.ndarray | None:
     if cached.exists():
         return np.load(cached)
     if key["name"] == "synthetic":
-        return np.arange(6 * key["num_per_class"]) % 6
+        return synthetic_labels(int(key["num_per_class"]))
     return None
 
 

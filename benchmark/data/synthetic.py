@@ -428,9 +428,14 @@ def _render(
     vessels = np.empty((total, image_size, image_size), dtype=np.float32)
     for label in range(k):
         wli[label::k], nbi[label::k], vessels[label::k] = _render_class(label, num_per_class, image_size, seed)
-    labels = np.tile(np.arange(k, dtype=np.int64), num_per_class)
+    labels = synthetic_labels(num_per_class)
     sources = tuple(f"synthetic:{i}" for i in range(total))
     return RawDataset(wli=wli, nbi=nbi, labels=labels, classes=KVASIR_CLASSES, sources=sources), vessels
+
+
+def synthetic_labels(num_per_class: int) -> np.ndarray:
+    """The classes of the ``synthetic`` dataset without rendering it: class ``i % 6`` at index ``i``."""
+    return np.tile(np.arange(len(KVASIR_CLASSES), dtype=np.int64), num_per_class)
 
 
 def render_synthetic(num_per_class: int = 500, image_size: int = 64, seed: int = 0) -> RawDataset:
