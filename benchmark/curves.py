@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
+
+from .files import atomic_write
 
 
 class CurveWriter:
@@ -40,9 +41,8 @@ class CurveWriter:
         if not self.path.exists():
             return
         kept = [json.dumps(entry) for entry in _entries(self.path) if not _after(entry, loop, step)]
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        tmp.write_text("".join(line + "\n" for line in kept))
-        os.replace(tmp, self.path)  # a kill while rewinding must not lose the curve
+        with atomic_write(self.path) as tmp:  # a kill while rewinding must not lose the curve
+            tmp.write_text("".join(line + "\n" for line in kept))
 
     def close(self) -> None:
         if self._tb is not None:

@@ -48,6 +48,7 @@ from .data.splits import labeled_indices, split_indices
 from .data.synthetic import synthetic_labels
 from .data.types import SemiSupervisedSplit
 from .errors import BenchmarkError
+from .results import write_json_atomic
 from .runner import Cell, cell_configs, run_cell
 from .runtime import code_version, peak_rss_mb, resolve_amp, seed_everything
 from .training import predict_logits
@@ -549,10 +550,7 @@ def load_average() -> list[float]:
 
 def write_record(record: dict, reports: Path) -> Path:
     path = Path(reports) / PERF_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(record, indent=1, sort_keys=True))
-    os.replace(tmp, path)
+    write_json_atomic(path, record)
     return path
 
 

@@ -4,7 +4,6 @@ sees half an image. Nothing here trains or runs a model: the numbers come from r
 features and logits every finished run saved in `test_outputs.npz`."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import matplotlib
@@ -14,6 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from .files import atomic_write  # noqa: E402
 from .report import BOUNDS, DATASET_NAMES, FULL, MODES, dataset_order, method_name, method_order  # noqa: E402
 
 # The paper's Fig. 8 settings; the seed makes the layout reproducible (and UMAP single-threaded,
@@ -23,10 +23,8 @@ MICS_STYLE = {"color": "crimson", "linewidth": 3.0, "marker": "*", "markersize":
 
 
 def save_figure(fig, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fig.savefig(tmp, format=path.suffix.lstrip("."), dpi=150, bbox_inches="tight")
-    os.replace(tmp, path)
+    with atomic_write(path) as tmp:
+        fig.savefig(tmp, format=path.suffix.lstrip("."), dpi=150, bbox_inches="tight")
     return path
 
 

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import BenchmarkError
+from .files import atomic_write
 
 RECORD = "result.json"
 FAILED = "failed.json"  # marker of a run that stopped with an error; its log says why
@@ -31,10 +32,8 @@ def run_dir(out: Path, dataset: str, method: str, mode: str, labels: float, seed
 
 def write_json_atomic(path: Path, obj) -> None:
     """Write to a temporary file beside `path`, then rename: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1, default=str))
-    os.replace(tmp, path)
+    with atomic_write(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=1, default=str))
 
 
 def read_record(folder: Path) -> dict | None:
@@ -128,10 +127,8 @@ def rebuild_results_csv(out: Path) -> pd.DataFrame:
         table = pd.DataFrame([_row(rec) for rec in collect_records(out)], columns=COLUMNS)
         if len(table):
             table = table.sort_values(["dataset", "method", "mode", "labels", "seed"]).reset_index(drop=True)
-        path = Path(out) / RESULTS
-        tmp = path.with_name(f".{RESULTS}.{os.getpid()}.tmp")
-        table.to_csv(tmp, index=False)
-        os.replace(tmp, path)
+        with atomic_write(Path(out) / RESULTS) as tmp:
+            table.to_csv(tmp, index=False)
     return table
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import copy
 import math
-import os
 import random
 from pathlib import Path
 from typing import Callable, Iterable
@@ -30,6 +29,7 @@ from . import distributed
 from .contract import RunContext, Trained
 from .data.loaders import eval_batches
 from .data.types import PairedArrays
+from .files import atomic_write
 
 StepFn = Callable[[int], dict[str, torch.Tensor]]
 
@@ -81,10 +81,8 @@ def top1(predictor: nn.Module, part: PairedArrays, device: torch.device, batch_s
 
 
 def _atomic_save(obj, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with atomic_write(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def _rng_state() -> dict:

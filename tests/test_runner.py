@@ -248,3 +248,16 @@ def test_bad_input_exits_2_with_one_line(argv, message, tmp_path: Path, capsys) 
     assert code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err, err
+
+
+def test_atomic_write_leaves_the_old_file_when_the_writer_fails(tmp_path: Path) -> None:
+    from benchmark.files import atomic_write
+
+    path = tmp_path / "deep" / "result.json"
+    with atomic_write(path) as tmp:
+        tmp.write_text("first")
+    with pytest.raises(RuntimeError), atomic_write(path) as tmp:
+        tmp.write_text("half of the sec")
+        raise RuntimeError("killed mid-write")
+    assert path.read_text() == "first"
+    assert [p.name for p in path.parent.iterdir()] == ["result.json"]  # no temporary file left behind

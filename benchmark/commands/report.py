@@ -4,13 +4,13 @@ LaTeX and Markdown, the accuracy-vs-labels and confusion-matrix figures, and wit
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from ..errors import ConfigError
+from ..files import atomic_write
 from ..report import (FULL, MODES, ablation_table, compare_paper, dataset_order, method_name, method_order, summarize,
                       table2, to_latex, to_markdown)
 from ..reference import ablation_presets
@@ -101,8 +101,6 @@ def _confusion_figures(results: pd.DataFrame, out: Path, reports: Path, plots) -
 
 
 def _write(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    with atomic_write(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
     return path

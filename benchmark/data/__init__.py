@@ -6,12 +6,12 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import ConfigError, unknown_name
+from ..files import atomic_write
 from .cache import cache_root, key_of, load_or_build
 from .splits import check_ratio, labeled_indices, split_indices
 from .types import KVASIR_CLASSES, PairedArrays, RawDataset, SemiSupervisedSplit
@@ -80,9 +80,8 @@ def load_split_indices(raw: RawDataset, folder: Path, data_cfg: dict, seed: int)
     if path.exists():
         return {k: np.asarray(v, dtype=np.int64) for k, v in json.loads(path.read_text()).items()}
     parts = split_indices(raw.labels, tuple(data_cfg.get("split", (0.6, 0.2, 0.2))), seed)
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({k: v.tolist() for k, v in parts.items()}))
-    os.replace(tmp, path)
+    with atomic_write(path) as tmp:
+        tmp.write_text(json.dumps({k: v.tolist() for k, v in parts.items()}))
     return parts
 
 

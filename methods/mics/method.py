@@ -19,7 +19,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 import time
 from pathlib import Path
 
@@ -33,6 +32,7 @@ from benchmark.contract import RunContext, Trained
 from benchmark.data.loaders import BatchStream, step_generator, to_tensor, weak_augment
 from benchmark.data.types import SemiSupervisedSplit
 from benchmark.errors import ConfigError
+from benchmark.files import atomic_write
 from benchmark.models import create_backbone
 from benchmark.training import TrainingLoop
 
@@ -165,9 +165,8 @@ def _pretrain(data, cfg: dict, ctx: RunContext, num_classes: int | None = None) 
                 start, cpu = time.perf_counter(), time.process_time()
                 dictionary = _build_dictionary(encoders, wli, nbi, num_classes, cfg, settings["dictionary"], ctx)
                 stats.update(dictionary_s=round(time.perf_counter() - start, 2), dictionary_cpu_s=round(time.process_time() - cpu, 2))
-                tmp = folder / f"pretrained.pt.{os.getpid()}.tmp"
-                torch.save({"key": key, "encoders": encoders, "dictionary": dictionary, "stats": stats}, tmp)
-                os.replace(tmp, path)
+                with atomic_write(path) as tmp:
+                    torch.save({"key": key, "encoders": encoders, "dictionary": dictionary, "stats": stats}, tmp)
                 (folder / "key.json").write_text(json.dumps(key, indent=1, sort_keys=True, default=str))
                 _log.info("MICS pre-training done: %s", stats)
     distributed.barrier()  # the other processes read the checkpoint rank 0 has just written
