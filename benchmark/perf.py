@@ -425,20 +425,6 @@ def _evaluations(iterations: int, eval_every: int) -> int:
     return iterations // eval_every + (1 if iterations % eval_every else 0)
 
 
-def _mics_iterations(cfg: dict, sizes: dict[str, int]) -> tuple[int, int]:
-    """(pre-training, fine-tuning) iterations of a MICS cell, as methods.mics computes them."""
-    from methods.mics.method import _epochs_to_iterations
-
-    pcfg, fcfg = cfg["method"]["pretrain"], cfg["method"]["finetune"]
-    pretrain = 0
-    if max(pcfg["a_dis"], pcfg["a_res"], pcfg["a_a"], pcfg["a_adv"]) > 0:
-        pretrain = _epochs_to_iterations(pcfg["epochs"], sizes["train"], int(pcfg["batch_size"]))
-    train = {**cfg["train"], **fcfg.get("train", {})}
-    finetune = (_epochs_to_iterations(fcfg["epochs"], sizes["labeled"], int(train["batch_size"]))
-                if fcfg["epochs"] is not None else int(train["iterations"]))
-    return pretrain, finetune
-
-
 def _figures_for(method: str, mode: str, record: dict) -> dict | None:
     """The measured figures of a method and mode; else of its family in that mode (e.g. an ablation
     preset takes MICS's); else None."""
@@ -495,7 +481,10 @@ def estimate_grid(cells: list[Cell], configs: list[dict], record: dict) -> GridE
         eval_per_image = 1.0 / figures["eval_img_s"]
         seconds = record["cell_overhead_s"] + figures["setup_s"] + 3 * sizes["test"] * eval_per_image
         if methods.get_method(cell.method).family == "mics":
-            pretrain, finetune = _mics_iterations(cfg, sizes)
+            from methods.mics.method import finetune_iterations, pretrain_iterations
+
+            pretrain = pretrain_iterations(cfg["method"]["pretrain"], sizes["train"])
+            finetune = finetune_iterations(cfg, sizes["labeled"])
             train = {**cfg["train"], **cfg["method"]["finetune"].get("train", {})}
             seconds += finetune * figures["loops"]["finetune"]["ours_step_s"]
             seconds += _evaluations(finetune, int(train.get("eval_every", finetune))) * sizes["val"] * eval_per_image

@@ -89,16 +89,33 @@ def _epochs_to_iterations(epochs: float, size: int, batch_size: int) -> int:
     return max(1, math.ceil(float(epochs) * max(1, size // batch_size)))
 
 
+def pretrain_iterations(pcfg: dict, num_pairs: int) -> int:
+    """Stage 1's iterations on `num_pairs` training pairs; 0 when every loss weight is 0 (Table III's
+    vanilla row: the encoders keep their initialisation)."""
+    if max(pcfg["a_dis"], pcfg["a_res"], pcfg["a_a"], pcfg["a_adv"]) <= 0:
+        return 0
+    return _epochs_to_iterations(pcfg["epochs"], num_pairs, int(pcfg["batch_size"]))
+
+
+def finetune_iterations(cfg: dict, num_labeled: int) -> int:
+    """Stage 3's iterations: `finetune.epochs` over the labeled pairs, else its `train.iterations`."""
+    fcfg = cfg["method"]["finetune"]
+    train_cfg = deep_merge(cfg["train"], fcfg["train"])
+    if fcfg["epochs"] is None:
+        return int(train_cfg["iterations"])
+    return _epochs_to_iterations(fcfg["epochs"], num_labeled, int(train_cfg["batch_size"]))
+
+
 def _run_pretraining(wli: np.ndarray, nbi: np.ndarray, cfg: dict, pcfg: dict, ctx: RunContext, folder: Path) -> tuple[dict, dict]:
     """Stage 1 -> (encoder state dicts, stats). With every weight 0 (Table III's vanilla row) the
     encoders stay at their random initialisation."""
     enc_w, enc_n = create_backbone(cfg["model"], num_classes=0), create_backbone(cfg["model"], num_classes=0)
     stats = {"iterations": 0, "pretrain_s": 0.0, "pretrain_cpu_s": 0.0}
-    if max(pcfg["a_dis"], pcfg["a_res"], pcfg["a_a"], pcfg["a_adv"]) > 0:
+    iterations = pretrain_iterations(pcfg, len(wli))
+    if iterations > 0:
         start, cpu = time.perf_counter(), time.process_time()
         batch = int(pcfg["batch_size"])
         per_epoch = max(1, len(wli) // batch)
-        iterations = _epochs_to_iterations(pcfg["epochs"], len(wli), batch)
         queue = pcfg["consistency"]["queue_size"]
         if pcfg["a_dis"] > 0 and queue > len(wli):
             raise ConfigError(f"method.pretrain.consistency.queue_size {queue} exceeds the {len(wli)} training pairs")
@@ -199,8 +216,7 @@ def train(data: SemiSupervisedSplit, cfg: dict, ctx: RunContext) -> Trained:
 
     train_cfg = deep_merge(cfg["train"], fcfg["train"])
     batch = int(train_cfg["batch_size"])
-    iterations = (_epochs_to_iterations(fcfg["epochs"], len(data.labeled), batch) if fcfg["epochs"] is not None
-                  else int(train_cfg["iterations"]))
+    iterations = finetune_iterations(cfg, len(data.labeled))
     batches = PairedBatches(data.labeled.wli, data.labeled.nbi, data.labeled.labels, batch, ctx.seed, ctx.device, salt=13)
     anneal = max(1.0, fcfg["kl_anneal"] * iterations)
     forward_loss = ctx.distribute(model, "forward_loss")
