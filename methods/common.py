@@ -1,6 +1,7 @@
 """Pieces the single-backbone methods share: the WLI classifier, labeled and unlabeled batches."""
 from __future__ import annotations
 
+import functools
 import multiprocessing
 import os
 import random
@@ -168,13 +169,19 @@ def randaugment(images: np.ndarray, py_seed: int, np_seed: int) -> np.ndarray:
     seeding them here makes batch `it` the same in the worker process, in line, and in a resumed run."""
     from PIL import Image
 
-    import_semilearn()
-    from semilearn.datasets.augmentation import RandAugment
-
-    policy = RandAugment(3, 5)
+    policy = _usb_randaugment()
     random.seed(py_seed)
     np.random.seed(np_seed)
     return np.stack([np.asarray(policy(Image.fromarray(image)).convert("RGB")) for image in images])
+
+
+@functools.lru_cache(maxsize=1)
+def _usb_randaugment():
+    """semilearn's RandAugment(3, 5), built once per process (it keeps no state between images)."""
+    import_semilearn()
+    from semilearn.datasets.augmentation import RandAugment
+
+    return RandAugment(3, 5)
 
 
 def import_semilearn():
