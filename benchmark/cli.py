@@ -14,6 +14,7 @@ COMMANDS = {
     "data": "describe, prepare or preview a dataset",
     "list": "the registered methods",
     "perf": "throughput, memory and grid-time measurements",
+    "init": "build the label-free starting point a profile's methods share",
 }
 
 

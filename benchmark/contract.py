@@ -42,6 +42,7 @@ class RunContext:
     compile: bool = False  # torch.compile each transformer block of a trained model (runtime.compile)
     curves: CurveLogger | None = None
     progress: ProgressHook | None = None  # the harness's per-run progress bar
+    health: Any = None  # benchmark.health.PseudoLabelMonitor: what a step's `pseudo_labels` are checked against
 
     def log(self, step: int, values: dict[str, float]) -> None:
         if self.curves is not None:

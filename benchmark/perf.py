@@ -41,6 +41,7 @@ from torch.nn.modules.module import register_module_forward_hook, register_modul
 
 import methods
 
+from . import budget
 from .contract import RunContext
 from .data import dataset_key, load_dataset, make_split
 from .data.cache import cache_root, key_of
@@ -302,9 +303,14 @@ def measure_method(name: str, mode: str, cfg: dict, split: SemiSupervisedSplit, 
                    steps: int, workdir: Path) -> MethodFigures:
     """Ours and bare, step by step, for one method and mode (see the module's docstring)."""
     spec = methods.get_method(name)
-    skip = skip_steps(cfg)
-    n_train = len(split.labeled) + len(split.unlabeled)
-    run_cfg = shortened(cfg, spec.family, skip + steps, n_train)
+    n_train = len(split.train_index)
+
+    def measured_config(iterations: int) -> dict:  # time constants scaled to the measured run, as the runner does
+        short = shortened(cfg, spec.family, iterations, n_train)
+        return budget.apply(short, spec.stage_iterations(short, split))
+
+    skip = skip_steps(measured_config(SKIP + steps))
+    run_cfg = measured_config(skip + steps)
     amp = resolve_amp(cfg["runtime"].get("amp", "auto"), device)
     hook = Interleaver(skip, float(cfg["train"]["lr"]), amp, device)
     folder = Path(tempfile.mkdtemp(prefix=f"{name}-{mode}-", dir=workdir))
@@ -495,7 +501,7 @@ def estimate_grid(cells: list[Cell], configs: list[dict], record: dict) -> GridE
                 seconds += pretrain * figures["loops"]["pretrain"]["ours_step_s"] + figures.get("dictionary_s", 0.0)
         else:
             iterations = int(cfg["train"]["iterations"])
-            warmup = int(cfg["method"].get("num_wu_iter", 0) or 0)
+            warmup = int(budget.apply(cfg, {"train": iterations})["method"].get("num_wu_iter", 0) or 0)
             supervised = record["methods"].get("supervised/single", figures)
             seconds += (iterations - warmup) * figures["ours_step_s"] + warmup * supervised["ours_step_s"]
             evaluations = _evaluations(iterations, int(cfg["train"].get("eval_every", iterations)))
@@ -594,7 +600,7 @@ def measure(profile: str, pairs: list[Pair], configs: dict[Pair, tuple[dict, flo
             train_cfgs.setdefault(mode, cfg)
             log(method_line(figures.key, record["methods"][figures.key]))
         split = splits.get(LABELS) or split_for(configs[SUPERVISED][0], LABELS)
-        record["sizes"] = {"train": len(split.labeled) + len(split.unlabeled), "labeled": len(split.labeled),
+        record["sizes"] = {"train": len(split.train_index), "labeled": len(split.labeled),
                            "val": len(split.val), "test": len(split.test)}
         modes = {}
         for mode in ("single", "multi"):

@@ -52,12 +52,21 @@ def dataset_order(names) -> list[str]:
     return known + sorted(set(names) - set(DATASETS))
 
 
+def _collapsed_column(results: pd.DataFrame) -> pd.Series:
+    """results.csv's `collapsed` as booleans (False for tables written before the column existed)."""
+    if "collapsed" not in results:
+        return pd.Series(False, index=results.index)
+    return results["collapsed"].map(lambda v: str(v).strip().lower() in ("true", "1", "1.0"))
+
+
 def summarize(results: pd.DataFrame) -> pd.DataFrame:
     """One row per (dataset, method, mode, labels): mean and standard deviation of test_top1 over
-    seeds, the number of seeds, and for a single seed its bootstrap 95% interval (low, high)."""
+    seeds, the number of seeds, for a single seed its bootstrap 95% interval (low, high), and how many
+    of its seeds collapsed (`benchmark.health`)."""
+    results = results.assign(collapsed=_collapsed_column(results))
     summary = (results.groupby(["dataset", "method", "mode", "labels"])
                .agg(mean=("test_top1", "mean"), std=("test_top1", "std"), n=("seed", "nunique"),
-                    low=("ci95_low", "first"), high=("ci95_high", "first"))
+                    low=("ci95_low", "first"), high=("ci95_high", "first"), collapsed=("collapsed", "sum"))
                .reset_index())
     summary.loc[summary["n"] > 1, ["low", "high"]] = math.nan
     return summary
@@ -73,6 +82,7 @@ class Table:
     n: pd.DataFrame
     low: pd.DataFrame
     high: pd.DataFrame
+    collapsed: pd.DataFrame  # how many seeds of the cell put > 80 % of the test set in one class
     delta: pd.DataFrame  # multi-mode rows: change against the single-mode row; NaN elsewhere
     best: pd.DataFrame  # bool: the best value of its column among the ranked rows
     blocks: list[tuple[str, list[Row], bool]]  # (heading, rows, ranked) in order
@@ -86,7 +96,7 @@ def _frames(summary: pd.DataFrame, rows: list[Row], columns: list[Column]) -> di
     wide = summary.set_index(["method", "mode", "dataset", "labels"]).unstack(["dataset", "labels"])
     index = pd.MultiIndex.from_tuples(rows, names=["method", "mode"])
     cols = pd.MultiIndex.from_tuples(columns, names=["dataset", "labels"])
-    return {k: wide[k].reindex(index=index, columns=cols) for k in ("mean", "std", "n", "low", "high")}
+    return {k: wide[k].reindex(index=index, columns=cols) for k in ("mean", "std", "n", "low", "high", "collapsed")}
 
 
 def _best(mean: pd.DataFrame, ranked: list[Row]) -> pd.DataFrame:
@@ -255,10 +265,14 @@ def to_markdown(t: Table) -> str:
                     text += f" ({delta:+.2f})"
                 if not pd.isna(low):
                     text += f" [{low:.1f}, {high:.1f}]"
+                if t.collapsed.at[row, col] > 0:
+                    text += " ⚠"
                 cells.append(text)
             body.append([t.labels[row], *("✓" if m else "" for m in t.marks[row]), *cells])
     table = tabulate(body, headers=header, tablefmt="pipe", disable_numparse=True)
     note = " Brackets: bootstrap 95% interval of the test accuracy (single-seed cells)."
+    if (t.collapsed > 0).any().any():
+        note += " ⚠: collapsed in at least one seed (one class takes > 80 % of the test predictions; reports/health.md)."
     return f"{table}\n\n{t.caption}{note}\n"
 
 
@@ -327,6 +341,38 @@ def _latex_delta(delta: float) -> str:
     if shown < 0:
         return f"\\textcolor{{red}}{{($-${-shown:.2f})}}"
     return "(0.00)"
+
+
+def health_report(results: pd.DataFrame) -> str:
+    """reports/health.md: every collapsed run with its mask rate and pseudo-label accuracy, then those two
+    per method and mode, averaged over its runs (`benchmark.health`)."""
+    results = results.assign(collapsed=_collapsed_column(results))
+    for column in ("unlabeled_mask_rate", "pseudo_label_acc"):
+        if column not in results:
+            results[column] = math.nan
+    lines = ["# Health of the runs", "",
+             "A run is flagged when one class takes more than 80 % of its test predictions. Mask rate: mean "
+             "mask weight of the unlabeled samples over the last tenth of the run; pseudo-label accuracy: of "
+             "those samples, weighted by the mask, against the withheld labels (diagnosis only). Empty where "
+             "a method has no mask.", ""]
+    flagged = results[results["collapsed"]].sort_values(["dataset", "method", "mode", "labels", "seed"])
+    keys = ["dataset", "method", "mode", "labels", "seed", "test_top1", "unlabeled_mask_rate", "pseudo_label_acc"]
+    if flagged.empty:
+        lines += [f"No flagged run among {len(results)}.", ""]
+    else:
+        lines += [f"## {len(flagged)} flagged of {len(results)} runs", "",
+                  tabulate(flagged[keys].to_numpy().tolist(), headers=keys, tablefmt="pipe", floatfmt=".3g",
+                           missingval=""), ""]
+    per_method = (results.groupby(["dataset", "method", "mode"], sort=False)
+                  .agg(runs=("seed", "size"), flagged=("collapsed", "sum"),
+                       mask_rate=("unlabeled_mask_rate", "mean"), pseudo_label_acc=("pseudo_label_acc", "mean"))
+                  .reset_index())
+    per_method = per_method[per_method["mask_rate"].notna() | (per_method["flagged"] > 0)]
+    if not per_method.empty:
+        lines += ["## Per method (mean over its runs)", "",
+                  tabulate(per_method.to_numpy().tolist(), headers=list(per_method.columns), tablefmt="pipe",
+                           floatfmt=".3g", missingval=""), ""]
+    return "\n".join(lines)
 
 
 def compare_paper(results: pd.DataFrame) -> str:

@@ -100,8 +100,8 @@ def collect_records(out: Path) -> list[dict]:
 COLUMNS = [
     "dataset", "method", "mode", "labels", "seed", "profile", "test_top1", "test_top1_last",
     "val_top1_best", "ci95_low", "ci95_high", "n_labeled", "n_unlabeled", "n_val", "n_test",
-    "iterations", "wall_s", "device", "peak_rss_mb", "nbi", "data_root", "image_size", "arch",
-    "config_hash", "code_version",
+    "iterations", "wall_s", "device", "peak_rss_mb", "nbi", "data_root", "image_size", "arch", "init",
+    "unlabeled_mask_rate", "pseudo_label_acc", "collapsed", "config_hash", "code_version",
 ]
 
 
@@ -115,6 +115,7 @@ def _row(rec: dict) -> dict:
     row["data_root"] = cfg["data"].get("root")
     row["image_size"] = cfg["data"].get("image_size")
     row["arch"] = cfg["model"].get("arch")
+    row["init"] = cfg["model"].get("init", "random")
     return row
 
 

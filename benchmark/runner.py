@@ -28,13 +28,14 @@ from tqdm import tqdm
 
 import methods
 
-from . import distributed
+from . import budget, distributed
 from .config import build_config, config_hash, set_dotted
 from .contract import RunContext, Trained
 from .curves import CurveWriter
 from .data import load_dataset, make_split
 from .data.loaders import eval_batches
 from .errors import BenchmarkError, ConfigError
+from .health import PseudoLabelMonitor, collapsed
 from .results import (FAILED, RECORD, bootstrap_ci95, file_lock, lock_holder, read_failure, read_record,
                       rebuild_results_csv, run_dir, write_json_atomic)
 from .runtime import code_version, configure_threads, peak_rss_mb, resolve_amp, resolve_device, seed_everything
@@ -328,6 +329,8 @@ def _train_and_evaluate(cell: Cell, cfg: dict, out: Path, device: str, show_prog
     seed_everything(cell.seed)
     raw, cache = load_dataset(cfg["data"])
     split = make_split(raw, cache, cfg["data"], cell.labels, cell.seed)
+    cfg = budget.apply(cfg, spec.stage_iterations(cfg, split))  # the method and the record get scaled constants
+    health = PseudoLabelMonitor(raw.labels[split.unlabeled.index])  # withheld labels: diagnosis only
     main = distributed.is_main()  # under torchrun the others train along and write nothing
     curves = CurveWriter(folder, logger=_log) if main else None
     progress = RunProgress(str(cell), show_progress and main)
@@ -335,7 +338,8 @@ def _train_and_evaluate(cell: Cell, cfg: dict, out: Path, device: str, show_prog
     # folder shares it, e.g. one MICS pre-training per (dataset, seed, profile).
     ctx = RunContext(device=dev, seed=cell.seed, run_dir=folder, cache_dir=out.resolve() / "cache",
                      amp=resolve_amp(cfg["runtime"].get("amp", "auto"), dev),
-                     compile=bool(cfg["runtime"].get("compile", False)), curves=curves, progress=progress)
+                     compile=bool(cfg["runtime"].get("compile", False)), curves=curves, progress=progress,
+                     health=health)
     start = time.perf_counter()
     try:
         trained: Trained = spec.train(split, cfg, ctx)
@@ -364,6 +368,7 @@ def _train_and_evaluate(cell: Cell, cfg: dict, out: Path, device: str, show_prog
         "iterations": trained.iterations, "wall_s": round(wall, 2), "device": str(dev),
         "peak_rss_mb": round(peak_rss_mb(), 1), "config": cfg, "config_hash": chash,
         "code_version": code_version(), "info": trained.info,
+        **health.summary(), "collapsed": collapsed(best_logits.argmax(1).numpy(), split.num_classes),
     }
     write_json_atomic(folder / RECORD, record)
     for checkpoint in folder.glob(CHECKPOINTS):  # only after the record: a kill in between loses nothing

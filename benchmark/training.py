@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import math
 import random
+import re
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -38,16 +39,38 @@ class NonFiniteLoss(RuntimeError):
     """The loss became NaN or infinite; the run stops and its cell is marked failed."""
 
 
-def build_optimizer(params: Iterable, train_cfg: dict) -> torch.optim.Optimizer:
+def build_optimizer(named_params: Iterable[tuple[str, nn.Parameter]], train_cfg: dict) -> torch.optim.Optimizer:
+    """AdamW (or SGD) over `named_params`, with layer-wise lr decay when `train.layer_decay` < 1."""
     name = train_cfg.get("optimizer", "adamw")
     lr, wd = float(train_cfg["lr"]), float(train_cfg.get("weight_decay", 0.0))
+    groups = layer_decay_groups(list(named_params), lr, float(train_cfg.get("layer_decay", 1.0)))
     if name == "adamw":
         # The fused kernel updates every parameter in one pass: the same AdamW, without the handful
         # of small ops per tensor that cost ~4x more on the quick profile's ViT (docs/perf.md).
-        return torch.optim.AdamW(params, lr=lr, weight_decay=wd, fused=True)
+        return torch.optim.AdamW(groups, lr=lr, weight_decay=wd, fused=True)
     if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, weight_decay=wd, momentum=float(train_cfg.get("momentum", 0.9)), nesterov=True)
+        return torch.optim.SGD(groups, lr=lr, weight_decay=wd, momentum=float(train_cfg.get("momentum", 0.9)), nesterov=True)
     raise ValueError(f"unknown optimizer '{name}'; valid: adamw, sgd")
+
+
+_BLOCK = re.compile(r"(?:^|\.)blocks\.(\d+)\.")
+_EMBEDDING = re.compile(r"(?:^|\.)(?:patch_embed|cls_token|pos_embed|reg_token)(?:\.|$)")
+
+
+def layer_decay_groups(named_params: list[tuple[str, nn.Parameter]], lr: float, decay: float) -> list[dict]:
+    """Parameter groups whose lr is `lr * decay ** (L + 1 - layer)`, as BEiT, MAE and USB fine-tune ViTs:
+    layer 0 is a ViT's embeddings, layer i + 1 its block i, and everything else (final norm, head, a
+    method's own modules) the top layer L + 1, with the full lr. Layers are read from timm's parameter
+    names, so any module that holds timm ViTs works; decay 1 gives one group."""
+    if decay >= 1.0:
+        return [{"params": [p for _, p in named_params]}]
+    depth = 1 + max((int(m.group(1)) for n, _ in named_params if (m := _BLOCK.search(n))), default=-1)
+    groups: dict[int, list] = {}
+    for name, param in named_params:
+        block = _BLOCK.search(name)
+        layer = int(block.group(1)) + 1 if block else 0 if _EMBEDDING.search(name) else depth + 1
+        groups.setdefault(layer, []).append(param)
+    return [{"params": params, "lr": lr * decay ** (depth + 1 - layer)} for layer, params in sorted(groups.items())]
 
 
 def warmup_cosine(optimizer: torch.optim.Optimizer, total: int, warmup: int = 0, min_lr: float = 0.0):
@@ -114,6 +137,7 @@ class TrainingLoop:
     """Runs `iterations` steps of one model and selects the best validation checkpoint.
 
     model: an nn.Module Predictor (`predict`, `embed`) whose parameters `step` trains.
+    params: (name, parameter) pairs to train when not all of `model`'s (names give layer-wise lr decay).
     extra_state / load_extra_state: a method's own state to checkpoint (e.g. USB hooks' buffers).
     """
 
@@ -125,7 +149,7 @@ class TrainingLoop:
         val: PairedArrays | None,
         name: str = "train",
         iterations: int | None = None,
-        params: Iterable | None = None,
+        params: Iterable[tuple[str, nn.Parameter]] | None = None,
         checkpoint_every: int | None = None,
         extra_state: Callable[[], dict] | None = None,
         load_extra_state: Callable[[dict], None] | None = None,
@@ -134,7 +158,7 @@ class TrainingLoop:
         self.iterations = int(iterations if iterations is not None else train_cfg["iterations"])
         self.eval_every = max(1, int(train_cfg.get("eval_every", self.iterations)))
         self.checkpoint_every = max(1, int(checkpoint_every or self.eval_every))
-        self.optimizer = build_optimizer(params if params is not None else model.parameters(), train_cfg)
+        self.optimizer = build_optimizer(params if params is not None else model.named_parameters(), train_cfg)
         self.scheduler = warmup_cosine(
             self.optimizer, self.iterations, int(train_cfg.get("warmup_iterations", 0)), float(train_cfg.get("min_lr", 0.0))
         )
@@ -160,6 +184,7 @@ class TrainingLoop:
             "ema": self.ema.state_dict() if self.ema is not None else None,
             "best_state": self.best_state, "best_val": self.best_val, "rng": _rng_state(),
             "extra": self.extra_state() if self.extra_state else None,
+            "health": self.ctx.health.state_dict() if self.ctx.health is not None else None,
         }
 
     def _resume(self) -> None:
@@ -179,6 +204,8 @@ class TrainingLoop:
         _set_rng_state(state["rng"])
         if self.load_extra_state and state["extra"] is not None:
             self.load_extra_state(state["extra"])
+        if self.ctx.health is not None and state.get("health") is not None:
+            self.ctx.health.load_state_dict(state["health"])
         if rewind is not None:
             rewind(self.name, self.start)
 
@@ -200,6 +227,9 @@ class TrainingLoop:
             with torch.autocast(self.ctx.device.type, enabled=self.ctx.amp):
                 out = step_fn(it)
             loss = out["loss"]
+            pseudo_labels = out.pop("pseudo_labels", None)
+            if pseudo_labels is not None and self.ctx.health is not None:
+                out.update(self.ctx.health.observe(it, self.iterations, pseudo_labels))
             if not distributed.all_ranks(torch.isfinite(loss.detach()).all()):  # every process stops alike
                 raise NonFiniteLoss(f"{self.name}: loss is {loss.item()} at iteration {it}")
             self.optimizer.zero_grad(set_to_none=True)

@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 from benchmark.errors import unknown_name
 
@@ -22,6 +22,13 @@ class MethodSpec:
     family: str  # module family, e.g. "usb", "bounds", "mics"
     fixed_labels: float | None = None  # e.g. 100 for a fully supervised bound: one cell, any ratio
     group: str = "table2"  # `--method all` runs group "table2"; `--method ablations` group "ablation"
+    # (cfg, split) -> {stage: iterations} of one run: the budgets its `time_constants` scale to
+    stages: Callable[[dict, Any], dict[str, int]] | None = None
+
+    def stage_iterations(self, cfg: dict, split: Any) -> dict[str, int]:
+        if self.stages is not None:
+            return self.stages(cfg, split)
+        return {"train": int(cfg["train"]["iterations"])}
 
 
 _REGISTRY: dict[str, MethodSpec] = {}
@@ -33,8 +40,10 @@ def register_method(
     description: str,
     fixed_labels: float | None = None,
     group: str = "table2",
+    stages: Callable[[dict, Any], dict[str, int]] | None = None,
 ) -> Callable[[Callable], Callable]:
-    """Register `train` under `name`; the module's last dotted part is its family."""
+    """Register `train` under `name`; the module's last dotted part is its family. `stages` gives the
+    iterations of each stage of a run when it has more than the one `train` stage (`benchmark.budget`)."""
     for mode in modes:
         if mode not in MODES:
             raise ValueError(f"method {name}: unknown mode {mode!r}")
@@ -43,7 +52,7 @@ def register_method(
         if name in _REGISTRY:
             raise ValueError(f"method {name!r} registered twice")
         family = train.__module__.split(".")[1] if "." in train.__module__ else train.__module__
-        _REGISTRY[name] = MethodSpec(name, train, tuple(modes), description, family, fixed_labels, group)
+        _REGISTRY[name] = MethodSpec(name, train, tuple(modes), description, family, fixed_labels, group, stages)
         return train
 
     return decorator

@@ -96,11 +96,16 @@ def test_a_smoke_run_writes_a_complete_record(tmp_path, smoke_args):
     record = json.loads(next(tmp_path.glob("runs/synthetic/supervised/single/labels50/seed0/result.json")).read_text())
     for key in ("method", "mode", "dataset", "labels", "seed", "profile", "test_top1", "test_top1_last",
                 "val_top1_best", "test_top1_ci95", "n_labeled", "n_unlabeled", "n_val", "n_test",
-                "iterations", "wall_s", "device", "peak_rss_mb", "config", "config_hash", "code_version"):
+                "iterations", "wall_s", "device", "peak_rss_mb", "config", "config_hash", "code_version",
+                "unlabeled_mask_rate", "pseudo_label_acc", "collapsed"):
         assert key in record, key
     low, high = record["test_top1_ci95"]
     assert low <= record["test_top1"] <= high
-    assert record["n_labeled"] + record["n_unlabeled"] + record["n_val"] + record["n_test"] == 240
+    # USB's include_lb_to_ulb: every training image is also an unlabeled one
+    assert record["config"]["data"]["include_labeled_in_unlabeled"] is True
+    assert record["n_unlabeled"] + record["n_val"] + record["n_test"] == 240 and record["n_labeled"] == 72
+    assert record["unlabeled_mask_rate"] is None and record["pseudo_label_acc"] is None  # no mask
+    assert isinstance(record["collapsed"], bool)
 
 
 def test_data_describe_and_samples(tmp_path, capsys):

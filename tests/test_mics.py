@@ -165,4 +165,4 @@ def test_full_mics_run_writes_a_valid_record(tmp_path, monkeypatch):
     assert record["method"] == "mics" and record["mode"] == "fused" and record["labels"] == 50
     assert 0 <= record["test_top1"] <= 100 and math.isfinite(record["val_top1_best"])
     assert record["info"]["head"] == "tmc" and record["info"]["pretrain"]["iterations"] > 0
-    assert record["n_labeled"] + record["n_unlabeled"] == 144
+    assert record["n_unlabeled"] == 144 and record["n_labeled"] == 72  # the labeled pairs are unlabeled ones too

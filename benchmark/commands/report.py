@@ -11,8 +11,8 @@ import pandas as pd
 
 from ..errors import ConfigError
 from ..files import atomic_write
-from ..report import (FULL, MODES, ablation_table, compare_paper, dataset_order, method_name, method_order, summarize,
-                      table2, to_latex, to_markdown)
+from ..report import (FULL, MODES, ablation_table, compare_paper, dataset_order, health_report, method_name, method_order,
+                      summarize, table2, to_latex, to_markdown)
 from ..reference import ablation_presets
 from ..results import read_results, run_dir
 
@@ -59,6 +59,7 @@ def write_reports(results: pd.DataFrame, out: Path, reports: Path, formats=FORMA
             written.append(_write(reports / f"{name}.tex", to_latex(table, label)))
         if "markdown" in formats:
             written.append(_write(reports / f"{name}.md", f"# {TITLES[name]}\n\n{to_markdown(table)}"))
+    written.append(_write(reports / "health.md", health_report(results)))
     main_rows = results[~results["method"].isin(ablation_presets())]
     if not main_rows.empty:
         written.append(plots.accuracy_vs_labels(summarize(main_rows), reports / "accuracy_vs_labels.png"))

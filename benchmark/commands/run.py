@@ -3,6 +3,7 @@ as Slurm jobs: `benchmark.executors`), then report."""
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from collections import Counter
 from pathlib import Path
@@ -13,6 +14,7 @@ from .. import distributed
 from ..config import DEFAULT_PROFILE, PROFILES, parse_overrides
 from ..data import DATASETS, check_ratio
 from ..errors import ConfigError, unknown_name
+from ..models import create_backbone
 from ..executors import EXECUTORS, follow_jobs, run_pool, submit_to_slurm, take_slurm_settings
 from ..perf import dry_run_estimate
 from ..results import rebuild_results_csv
@@ -113,6 +115,8 @@ def main(args: argparse.Namespace) -> int:
                           "--workers and --executor slurm start processes of their own")
     if args.dry_run:
         return _dry_run(cells, configs, args.out, args.reports) if distributed.is_main() else 0
+    for model_cfg in {json.dumps(c["model"], sort_keys=True): c["model"] for c in configs}.values():
+        create_backbone(model_cfg, num_classes=2)  # starting weights missing or unfit: one line, before any cell
 
     start = time.perf_counter()
     if args.executor == "slurm":

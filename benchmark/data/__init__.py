@@ -95,7 +95,8 @@ def make_split(raw: RawDataset, folder: Path, data_cfg: dict, labels: float, see
     """The semi-supervised view of one (dataset, seed, label ratio)."""
     parts = load_split_indices(raw, folder, data_cfg, seed)
     labeled = labeled_indices(parts["train"], raw.labels, labels, seed, raw.classes)
-    unlabeled = np.setdiff1d(parts["train"], labeled)  # empty at 100% labels
+    # USB's include_lb_to_ulb: the labeled images are also unlabeled images (its default, and usb_cv's)
+    unlabeled = parts["train"] if data_cfg.get("include_labeled_in_unlabeled") else np.setdiff1d(parts["train"], labeled)
     return SemiSupervisedSplit(
         dataset=data_cfg["name"], classes=raw.classes, labels_percent=check_ratio(labels),
         labeled=_part(raw, labeled), unlabeled=_part(raw, unlabeled, hide_labels=True),

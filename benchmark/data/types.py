@@ -67,11 +67,16 @@ class SemiSupervisedSplit:
         return len(self.classes)
 
     @property
+    def train_index(self) -> np.ndarray:
+        """Dataset indices of every training pair, labeled or not, once each, in dataset order."""
+        return np.union1d(self.labeled.index, self.unlabeled.index)
+
+    @property
     def train_pairs(self) -> tuple[np.ndarray, np.ndarray]:
-        """Every training pair in dataset order, labeled or not: the same arrays at every label
-        ratio, so label-free pre-training does not depend on the ratio."""
-        order = np.argsort(np.concatenate([self.labeled.index, self.unlabeled.index]), kind="stable")
-        return (
-            np.concatenate([self.labeled.wli, self.unlabeled.wli])[order],
-            np.concatenate([self.labeled.nbi, self.unlabeled.nbi])[order],
-        )
+        """Every training pair in dataset order, labeled or not, once each (labeled pairs may also be in
+        the unlabeled part): the same arrays at every label ratio, so label-free pre-training does not
+        depend on the ratio."""
+        index = np.concatenate([self.labeled.index, self.unlabeled.index])
+        _, first = np.unique(index, return_index=True)  # sorted by dataset index, one row per pair
+        return (np.concatenate([self.labeled.wli, self.unlabeled.wli])[first],
+                np.concatenate([self.labeled.nbi, self.unlabeled.nbi])[first])

@@ -13,6 +13,7 @@ from torch import nn
 from benchmark.contract import Batch, RunContext, Trained
 from benchmark.data.loaders import step_generator
 from benchmark.data.types import SemiSupervisedSplit
+from benchmark.health import PseudoLabels
 from benchmark.training import TrainingLoop
 
 from ..common import LabeledBatches, UnlabeledBatches
@@ -52,12 +53,12 @@ def train(data: SemiSupervisedSplit, cfg: dict, ctx: RunContext) -> Trained:
     band = tuple(float(b) for b in hp["rfc"]["band"])
     threshold, lambda_u, rfc_weight = float(hp["threshold"]), float(hp["lambda_u"]), float(hp["rfc"]["weight"])
     # CMH replaces the loop's fixed-momentum EMA; its base momentum is the profile's.
-    heredity = ConsistencyAwareMomentumHeredity(model.student, model.teacher, float(tr["ema_momentum"]),
+    heredity = ConsistencyAwareMomentumHeredity(model.student, model.teacher, float(hp["cmh"]["momentum"]),
                                                 float(hp["cmh"]["scale"]))
 
     def step(it: int) -> dict:
         x, y = labeled(it)
-        weak, strong, _ = unlabeled(it)
+        weak, strong, idx = unlabeled(it)
         n = len(x)
         with torch.no_grad():
             weak_out = model.student(weak)
@@ -85,7 +86,8 @@ def train(data: SemiSupervisedSplit, cfg: dict, ctx: RunContext) -> Trained:
         loss = sup + lambda_u * (unsup + recalibration + rfc_weight * compensation)
         return {"loss": loss, "sup_loss": sup.detach(), "unsup_loss": unsup.detach(),
                 "rfc_recalibration": recalibration.detach(), "rfc_compensation": compensation.detach(),
-                "mask_ratio": mask.mean(), "cmh_momentum": heredity.momentum}
+                "mask_ratio": mask.mean(), "cmh_momentum": heredity.momentum,
+                "pseudo_labels": PseudoLabels(idx, mask, pseudo)}
 
     def save_state() -> dict:
         return {"alignment": alignment.state_dict(), "momentum": heredity.momentum}
@@ -95,7 +97,7 @@ def train(data: SemiSupervisedSplit, cfg: dict, ctx: RunContext) -> Trained:
         heredity.momentum = state["momentum"]
 
     # The teacher is part of `model`, so the loop's checkpoints carry it.
-    loop = TrainingLoop(model, {**tr, "ema_momentum": 0.0}, ctx, data.val, params=model.student.parameters(),
+    loop = TrainingLoop(model, {**tr, "ema_momentum": 0.0}, ctx, data.val, params=model.student.named_parameters(),
                         extra_state=save_state, load_extra_state=load_state)
     loop.optimizer.register_step_post_hook(lambda *_: heredity.update())
     trained = loop.run(step)

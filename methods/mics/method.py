@@ -33,7 +33,7 @@ from benchmark.data.loaders import BatchStream, step_generator, to_tensor, weak_
 from benchmark.data.types import SemiSupervisedSplit
 from benchmark.errors import ConfigError
 from benchmark.files import atomic_write
-from benchmark.models import create_backbone
+from benchmark.models import create_backbone, init_fingerprint
 from benchmark.training import TrainingLoop
 
 from ..registry import register_method
@@ -134,7 +134,7 @@ def _run_pretraining(wli: np.ndarray, nbi: np.ndarray, cfg: dict, pcfg: dict, ct
                      "warmup_iterations": round(pcfg["warmup_epochs"] * per_epoch), "ema_momentum": 0.0}
         loop = TrainingLoop(model, train_cfg, dataclasses.replace(ctx, run_dir=folder), val=None, name="pretrain",
                             iterations=iterations, checkpoint_every=per_epoch,
-                            params=[p for p in model.parameters() if p.requires_grad])
+                            params=[(n, p) for n, p in model.named_parameters() if p.requires_grad])
         loop.run(step)
         if distributed.is_main():
             loop.path.unlink(missing_ok=True)
@@ -161,7 +161,8 @@ def _pretrain(data, cfg: dict, ctx: RunContext, num_classes: int | None = None) 
     settings = cfg["method"]
     _check(settings)
     wli, nbi, num_classes = _training_pairs(data, num_classes)
-    key = {"version": CACHE_VERSION, "data": cfg["data"], "model": cfg["model"], "pretrain": settings["pretrain"],
+    key = {"version": CACHE_VERSION, "data": cfg["data"], "model": cfg["model"],
+           "init": init_fingerprint(cfg["model"]), "pretrain": settings["pretrain"],
            "dictionary": settings["dictionary"], "seed": ctx.seed, "num_classes": num_classes, "num_pairs": len(wli)}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
     folder = Path(ctx.cache_dir) / "mics-pretrain" / digest
@@ -233,7 +234,14 @@ def train(data: SemiSupervisedSplit, cfg: dict, ctx: RunContext) -> Trained:
     return trained
 
 
-register_method("mics", modes=("fused",),
+def stages(cfg: dict, data: SemiSupervisedSplit) -> dict[str, int]:
+    """The iterations of each stage of one run (`benchmark.budget` scales MICS's time constants to them)."""
+    return {"train": int(cfg["train"]["iterations"]),
+            "pretrain": pretrain_iterations(cfg["method"]["pretrain"], len(data.train_index)),
+            "finetune": finetune_iterations(cfg, len(data.labeled))}
+
+
+register_method("mics", modes=("fused",), stages=stages,
                 description="MICS: synergistic pre-training, shift vector dictionary, fusion + TMC fine-tuning")(train)
 for _name, _preset in PRESETS.items():
-    register_method(_name, modes=("fused",), description=_preset["description"], group="ablation")(train)
+    register_method(_name, modes=("fused",), description=_preset["description"], group="ablation", stages=stages)(train)

@@ -13,6 +13,7 @@ from torch import nn
 from benchmark.contract import RunContext, Trained
 from benchmark.data.loaders import step_generator
 from benchmark.data.types import SemiSupervisedSplit
+from benchmark.health import PseudoLabels
 from benchmark.models import create_backbone
 from benchmark.training import TrainingLoop
 
@@ -72,7 +73,7 @@ def train(data: SemiSupervisedSplit, cfg: dict, ctx: RunContext) -> Trained:
         loss = sup + lambda_u * unsup + cross_set + lambda_f * fairness
         return {"loss": loss, "sup_loss": sup.detach(), "unsup_loss": unsup.detach(), "cam_loss": cross_set.detach(),
                 "fairness": fairness.detach(), "mask_ratio": mask.mean(), "sab_ratio": selected.float().mean(),
-                "threshold": sat.tau}
+                "threshold": sat.tau, "pseudo_labels": PseudoLabels(idx, mask, pseudo)}
 
     def save_state() -> dict:
         return {"sat": sat.state_dict(), "sab": sab.state_dict()}

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+from fractions import Fraction
 import random
 import warnings
 from collections import OrderedDict
@@ -42,12 +43,13 @@ from benchmark import distributed
 from benchmark.contract import RunContext, Trained
 from benchmark.data.types import SemiSupervisedSplit
 from benchmark.errors import ConfigError
+from benchmark.health import PseudoLabels
 from benchmark.models import create_backbone
 from benchmark.training import TrainingLoop, predict_logits
 
 from ..common import LabeledBatches, UnlabeledBatches, WLIClassifier, import_semilearn
 
-_OURS = ("name", "mode")  # keys of cfg["method"] that are not semilearn arguments
+_OURS = ("name", "mode", "time_constants", "rho_update_every")  # keys of cfg["method"] that are not semilearn arguments
 _STATE_TYPES = (torch.Tensor, bool, int, float, type(None))
 _ALGORITHM_STATE = ("it", "use_hard_label", "rho_init", "rho", "warmup_stage", "p_model", "label_hist", "time_p")
 
@@ -61,6 +63,30 @@ class USBNet(WLIClassifier):
             return head(x)
         feat = self.features(x)
         return feat if only_feat else {"logits": head(feat), "feat": feat}
+
+
+class _HookOutputs(dict):
+    """For the `with` block, what the algorithm's named hook calls return (its mask and pseudo-labels, for
+    the run's health), by wrapping semilearn's `call_hook`; the calls themselves are unchanged."""
+
+    def __init__(self, algorithm, names: tuple[str, ...]):
+        super().__init__()
+        self.algorithm, self.names = algorithm, names
+
+    def __enter__(self) -> "_HookOutputs":
+        original = type(self.algorithm).call_hook.__get__(self.algorithm)
+
+        def call_hook(fn_name, hook_name=None, *args, **kwargs):
+            result = original(fn_name, hook_name, *args, **kwargs)
+            if fn_name in self.names:
+                self[fn_name] = result
+            return result
+
+        self.algorithm.call_hook = call_hook
+        return self
+
+    def __exit__(self, *exc) -> None:
+        del self.algorithm.call_hook
 
 
 def usb_config(name: str, values: dict):
@@ -99,9 +125,12 @@ class USBRun:
                 raise ConfigError(f"unknown semilearn argument {where}; valid: {', '.join(sorted(set(known) - set(owned)))}")
             if key in owned:
                 raise ConfigError(f"{where}: the profile sets it for every method (train/model/data sections)")
-        # Dash updates rho every 10 "epochs" of num_train_iter / epoch iterations (at least one).
-        owned["epoch"] = max(1, min(int(method.pop("epoch", 1)), ssl_iters))
         self.algorithm = self._build({**method, **owned})
+        rho_every = cfg["method"].get("rho_update_every")
+        if rho_every is not None:
+            # Dash's hook updates rho when `it % (10 * num_iter_per_epoch) == 0`: an exact fraction gives
+            # the budget-scaled interval whatever it is (semilearn's integer epochs give multiples of 10).
+            self.algorithm.num_iter_per_epoch = Fraction(int(rho_every), 10)
         self.model: USBNet = self.algorithm.model  # the parameters the TrainingLoop trains
 
     def _harness_args(self, ssl_iters: int, batch: int, uratio: int) -> dict:
@@ -162,9 +191,13 @@ class USBRun:
         batch = {"x_lb": x_lb, "y_lb": y_lb, "x_ulb_w": x_ulb_w, "x_ulb_s": x_ulb_s, "idx_ulb": idx_ulb}
         wanted = signature(alg.train_step).parameters  # as semilearn's process_batch filters
         alg.it = it - self.warmup
-        out, log = alg.train_step(**{k: v for k, v in batch.items() if k in wanted})
+        with _HookOutputs(alg, ("masking", "gen_ulb_targets")) as seen:
+            out, log = alg.train_step(**{k: v for k, v in batch.items() if k in wanted})
         alg.it += 1
-        return {"loss": out["loss"], **{k.rsplit("/", 1)[-1]: v for k, v in log.items()}}
+        step = {"loss": out["loss"], **{k.rsplit("/", 1)[-1]: v for k, v in log.items()}}
+        if len(seen) == 2:
+            step["pseudo_labels"] = PseudoLabels(idx_ulb, seen["masking"], seen["gen_ulb_targets"])
+        return step
 
     @torch.no_grad()
     def validation_loss(self) -> float:
