@@ -15,6 +15,7 @@ label of the benchmark's datasets.
 """
 from __future__ import annotations
 
+import io
 import json
 import math
 import time
@@ -143,8 +144,10 @@ def build(model_cfg: dict, init_cfg: dict, image_size: int, out: Path, command: 
         losses.append(loss.item())
         if (it + 1) % max(1, iterations // 20) == 0 or it + 1 == iterations:
             log(f"init build: {it + 1}/{iterations}  loss {np.mean(losses[-20:]):.3f}  {time.perf_counter() - start:.0f} s")
+    buffer = io.BytesIO()  # the archive's inner names then do not depend on the temporary file's name:
+    torch.save(model.backbone.state_dict(), buffer)  # the same build gives the same bytes and sha256
     with atomic_write(out) as tmp:
-        torch.save(model.backbone.state_dict(), tmp)
+        tmp.write_bytes(buffer.getvalue())
     sidecar = {
         "architecture": architecture(model_cfg),
         "objective": "SimCLR (NT-Xent), benchmark/init_weights.py",
