@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
+from benchmark import budget
 from benchmark.cli import main as cli
 from benchmark.config import build_config
 from benchmark.contract import RunContext
@@ -24,8 +25,9 @@ SEED = 0
 
 
 @functools.lru_cache(maxsize=None)
-def _split(labels: float = 50.0):
+def _split(labels: float = 50.0, include_labeled: bool = True):
     cfg = build_config("smoke", "fixmatch", "single", "synthetic", labels, SEED)
+    cfg["data"]["include_labeled_in_unlabeled"] = include_labeled
     raw, folder = load_dataset(cfg["data"])
     return make_split(raw, folder, cfg["data"], labels, SEED)
 
@@ -34,6 +36,7 @@ def _run(name: str, mode: str, folder: Path, labels: float = 50.0, **method) -> 
     """A USBRun on the smoke split, seeded as the runner seeds it."""
     cfg = build_config("smoke", name, mode, "synthetic", labels, SEED)
     cfg["method"].update(method)
+    cfg = budget.apply(cfg, {"train": int(cfg["train"]["iterations"])})  # as the runner scales it
     configure_threads(1)
     seed_everything(SEED)
     folder.mkdir(parents=True, exist_ok=True)
@@ -103,7 +106,7 @@ def test_multi_hands_the_nbi_view_to_train_step(tmp_path: Path) -> None:
 # lowered so that a six-step model's predictions pass it and update the class-wise statistics.
 CHANGES = {
     "fixmatch": ({}, [("algorithm", "it")]),
-    "flexmatch": ({"p_cutoff": 0.2}, [("MaskingHook", "selected_label"), ("MaskingHook", "classwise_acc")]),
+    "flexmatch": ({"p_cutoff": 0.0}, [("MaskingHook", "selected_label"), ("MaskingHook", "classwise_acc")]),
     "dash": ({}, [("algorithm", "rho_init"), ("MaskingHook", "rho"), ("MaskingHook", "rho_update_cnt")]),
     "freematch": ({}, [("MaskingHook", "p_model"), ("MaskingHook", "time_p"), ("MaskingHook", "label_hist")]),
     "softmatch": ({}, [("MaskingHook", "prob_max_mu_t"), ("MaskingHook", "prob_max_var_t"), ("DistAlignHook", "p_model")]),
@@ -167,10 +170,14 @@ def test_bad_settings_end_with_one_line(tmp_path: Path) -> None:
         _run("fixmatch", "single", tmp_path, p_cutof=0.9)
     with pytest.raises(ConfigError, match="profile sets it"):
         _run("fixmatch", "single", tmp_path, lr=0.1)
-    with pytest.raises(ConfigError, match="needs unlabeled images"):
-        _run("fixmatch", "single", tmp_path, labels=100.0)
+    ctx = RunContext(device=torch.device("cpu"), seed=SEED, run_dir=tmp_path, cache_dir=tmp_path / "cache")
+    cfg = build_config("smoke", "fixmatch", "single", "synthetic", 100.0, SEED)
+    with pytest.raises(ConfigError, match="needs unlabeled images"):  # without USB's include_lb_to_ulb
+        USBRun("fixmatch", _split(100.0, include_labeled=False), cfg, ctx)
+    # with it (the profiles' default), at 100 % labels every labeled image is also an unlabeled one
+    assert len(_run("fixmatch", "single", tmp_path, labels=100.0).data.unlabeled) == 144
     with pytest.raises(ConfigError, match="num_wu_iter"):
-        _run("dash", "single", tmp_path, num_wu_iter=6)
+        _run("dash", "single", tmp_path, num_wu_iter=204800)  # all of its reference budget: the whole run
 
 
 def test_use_cat_false_gives_the_same_loss_and_gradients(tmp_path: Path) -> None:
