@@ -5,6 +5,7 @@ import argparse
 import importlib
 import sys
 
+from . import __version__
 from .errors import BenchmarkError
 
 COMMANDS = {
@@ -15,6 +16,7 @@ COMMANDS = {
     "list": "the registered methods",
     "perf": "throughput, memory and grid-time measurements",
     "init": "build the label-free starting point a profile's methods share",
+    "config": "the effective config of a cell, or every config key with its type, default and meaning",
 }
 
 
@@ -25,8 +27,11 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {message}\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m benchmark", description=__doc__)
+def build_parser(prog: str = "mics-bench") -> argparse.ArgumentParser:
+    """`prog`: the name usage lines show, the installed script's or `python -m benchmark`."""
+    parser = _Parser(prog=prog,
+                     description="A benchmark suite for semi-supervised multimodal (WLI + NBI) image classification.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for name, help_text in COMMANDS.items():
         module = importlib.import_module(f".commands.{name}", __package__)
@@ -35,8 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: list[str] | None = None, prog: str = "mics-bench") -> int:
+    args = build_parser(prog).parse_args(argv)
     try:
         return int(args.handler(args) or 0)
     except BenchmarkError as err:

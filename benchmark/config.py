@@ -1,33 +1,76 @@
-"""Effective run configuration: the profile's YAML, then the method's YAML (its defaults, then its
-block for that profile), then `--set key=value` pairs. The result is a plain nested dict that a run
-records. Each method keeps everything about itself in one file, `configs/methods/<name>.yaml`:
+"""Effective run configuration: the schema's defaults (`benchmark.schema`), the profile's YAML (a small
+delta over them), the method's YAML (its values, then its block for that profile), then `--set key=value`
+pairs; checked against the typed schema at each step, before any cell starts. The result is a plain
+nested dict that a run records. Each method keeps everything about itself in one file,
+`benchmark/configs/methods/<name>.yaml`:
 
-    T: 0.5                  # defaults, with their source in a comment
+    T: 0.5                  # values, with their source in a comment
     profiles:
       smoke: {...}          # what a profile changes for this method
+
+The YAML files ship inside the package (`benchmark/configs/`, read through `importlib.resources`); a
+folder named by `$MICS_BENCH_CONFIGS` with the same layout (`profiles/`, `methods/`) comes first, so a
+user can add a profile or change a method's values without editing the installed package.
 """
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
+import os
+from importlib.resources import files
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from .errors import ConfigError, unknown_name
+from .files import stable_hash
+from .schema import ProfileConfig, validate
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
-PROFILES = ("smoke", "quick", "paper")
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
+
+PROFILES = ("smoke", "quick", "paper")  # the shipped profiles
 DEFAULT_PROFILE = "quick"
+USER_CONFIGS = "MICS_BENCH_CONFIGS"  # environment variable: a folder of the user's own configs
 # Keys that say where or how a run happens, not what it computes: left out of the config hash.
 _UNHASHED = ("device", "out", "progress")
+# Top-level keys a cell's config has beyond the profile's sections: set from the grid cell.
+_CELL_KEYS = ("method", "profile", "seed", "labels")
 
 
-def _read_yaml(path: Path) -> dict:
-    with open(path, encoding="utf-8") as f:
-        return yaml.safe_load(f) or {}
+def config_dirs() -> list[Traversable]:
+    """Where configs are looked up, first match wins: the user's folder, then the shipped one."""
+    shipped = files("benchmark") / "configs"
+    user = os.environ.get(USER_CONFIGS)
+    return [Path(user), shipped] if user else [shipped]
+
+
+def config_file(*parts: str) -> Traversable | None:
+    """The first `configs/<parts...>` file found, else None."""
+    for folder in config_dirs():
+        candidate = folder.joinpath(*parts)
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _names(kind: str) -> list[str]:
+    found = set()
+    for folder in config_dirs():
+        sub = folder / kind
+        if sub.is_dir():
+            found |= {item.name[:-5] for item in sub.iterdir() if item.name.endswith(".yaml")}
+    return sorted(found)
+
+
+def _read_yaml(file: Traversable) -> dict:
+    try:
+        data = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{file}: not valid YAML ({str(err).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{file}: expected a mapping of config keys, got {type(data).__name__}")
+    return data
 
 
 def deep_merge(base: dict, update: dict) -> dict:
@@ -41,33 +84,47 @@ def deep_merge(base: dict, update: dict) -> dict:
     return merged
 
 
+def profile_names() -> list[str]:
+    return _names("profiles")
+
+
 def load_profile(name: str) -> dict:
-    if name not in PROFILES:
-        raise unknown_name("profile", name, PROFILES)
-    return _read_yaml(CONFIG_DIR / "profiles" / f"{name}.yaml")
+    """Every profile key: the schema's defaults with the profile's YAML laid over them, checked."""
+    file = config_file("profiles", f"{name}.yaml")
+    if file is None:
+        raise unknown_name("profile", name, profile_names())
+    return validate(ProfileConfig, _read_yaml(file), source=str(file))
 
 
-def method_config(method: str, profile: str) -> dict:
-    """Hyper-parameters of one method under one profile; empty if the method has no YAML.
+def method_config(method: str, profile: str) -> tuple[dict, str]:
+    """(hyper-parameters of one method under one profile, the YAML they come from); empty if none.
 
     An ablation preset registered as its own method has no YAML of its own: it is an entry of the
     `presets:` block of its family's YAML, whose `method:` part is laid over that YAML's settings."""
-    path: Path | None = CONFIG_DIR / "methods" / f"{method}.yaml"
+    file = config_file("methods", f"{method}.yaml")
     preset: dict = {}
-    if not path.exists():
-        path, preset = _find_preset(method)
-    raw = _read_yaml(path) if path is not None else {}
+    if file is None:
+        file, preset = _find_preset(method)
+    if file is None:
+        return {}, f"method {method}"
+    raw = _read_yaml(file)
     per_profile = raw.pop("profiles", {}) or {}
     raw.pop("presets", None)
-    return deep_merge(deep_merge(raw, per_profile.get(profile, {}) or {}), preset)
+    return deep_merge(deep_merge(raw, per_profile.get(profile, {}) or {}), preset), str(file)
 
 
-def _find_preset(method: str) -> tuple[Path | None, dict]:
+def method_presets(family: str) -> dict[str, dict]:
+    """The `presets:` block of `benchmark/configs/methods/<family>.yaml`: name -> {description, method}."""
+    file = config_file("methods", f"{family}.yaml")
+    return (_read_yaml(file).get("presets") or {}) if file is not None else {}
+
+
+def _find_preset(method: str) -> tuple[Traversable | None, dict]:
     """(the YAML whose `presets:` names `method`, the preset's `method:` block), else (None, {})."""
-    for path in sorted((CONFIG_DIR / "methods").glob("*.yaml")):
-        presets = _read_yaml(path).get("presets") or {}
+    for name in _names("methods"):
+        presets = method_presets(name)
         if method in presets:
-            return path, presets[method].get("method") or {}
+            return config_file("methods", f"{name}.yaml"), presets[method].get("method") or {}
     return None, {}
 
 
@@ -78,7 +135,10 @@ def parse_overrides(pairs: list[str] | None) -> dict[str, Any]:
         key, sep, raw = pair.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"bad --set '{pair}'; expected key=value, e.g. train.iterations=100")
-        overrides[key.strip()] = yaml.safe_load(raw) if raw.strip() else None
+        try:
+            overrides[key.strip()] = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            raise ConfigError(f"bad --set '{pair}': the value is not valid YAML") from None
     return overrides
 
 
@@ -97,6 +157,20 @@ def set_dotted(cfg: dict, key: str, value: Any) -> None:
             node = node[part]
 
 
+def validate_config(cfg: dict, source: str) -> dict:
+    """A cell's config checked against the schema (the profile's sections and the method's own), with
+    each value in its declared type; a bad value is a one-line ConfigError naming `source` and the key."""
+    import methods
+
+    sections = {key: value for key, value in cfg.items() if key not in _CELL_KEYS}
+    checked = validate(ProfileConfig, sections, source)
+    out = {**cfg, **{key: checked[key] for key in sections}}
+    if "method" in cfg:
+        schema = methods.get_method(cfg["method"]["name"]).config
+        out["method"] = validate(schema, cfg["method"], source, prefix="method")
+    return out
+
+
 def build_config(
     profile: str,
     method: str,
@@ -109,10 +183,12 @@ def build_config(
     nbi: str | None = None,
 ) -> dict:
     """The effective config of one grid cell."""
+    import methods
+
     cfg = load_profile(profile)
-    cfg["method"] = method_config(method, profile)
-    cfg["method"]["name"] = method
-    cfg["method"]["mode"] = mode
+    settings, source = method_config(method, profile)
+    schema = methods.get_method(method).config
+    cfg["method"] = validate(schema, {**settings, "name": method, "mode": mode}, source, prefix="method")
     cfg["profile"] = profile
     cfg["seed"] = int(seed)
     cfg["labels"] = float(labels)
@@ -121,13 +197,12 @@ def build_config(
         cfg["data"]["root"] = str(data_root)
     if nbi is not None:
         cfg["data"]["nbi"] = nbi
+        cfg = validate_config(cfg, "--nbi")
     for key, value in (overrides or {}).items():
         set_dotted(cfg, key, value)
-    return cfg
+    return validate_config(cfg, "--set") if overrides else cfg
 
 
 def config_hash(cfg: dict) -> str:
     """A short stable hash of what a run computes (where it runs and writes is left out)."""
-    hashed = {k: v for k, v in cfg.items() if k not in _UNHASHED}
-    text = json.dumps(hashed, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
+    return stable_hash({k: v for k, v in cfg.items() if k not in _UNHASHED}, length=12)

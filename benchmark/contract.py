@@ -10,6 +10,11 @@ from torch import nn
 
 from . import distributed
 
+# How a method sees the two modalities, in the order of Table II's blocks. single: WLI only (strong view:
+# RandAugment); multi: the strong view is the paired NBI image; fused: both encoders and a fusion (MICS).
+MODES = ("single", "multi", "fused")
+VIEW_MODES = MODES[:2]  # the modes with a weak and a strong unlabeled view
+
 Batch = dict[str, torch.Tensor]  # "wli", "nbi": normalised (N, 3, H, W) on the run's device
 
 

@@ -35,15 +35,12 @@ from tqdm import tqdm
 import methods
 
 from .errors import ConfigError, unknown_name
-from .results import lock_holder, rebuild_results_csv
+from .files import lock_holder
+from .schema import CLUSTERS
+from .results import rebuild_results_csv
 from .runner import LOG, Cell, Outcome, is_done, run_cell, summary_line
 
 EXECUTORS = ("local", "slurm")
-# `executor.cluster`: submitit's AutoExecutor cluster. `local` runs the very jobs `slurm` would submit as
-# processes on this machine (all at once, without dependencies): a way to try the path without Slurm.
-CLUSTERS = ("slurm", "local")
-# Method families whose cells of one (dataset, seed) share one pre-training, computed by the first.
-SHARED_PRETRAINING = ("mics",)
 JOB_NAME = "mics-bench"
 POLL_S = 5.0  # how often `--wait` looks at the jobs
 
@@ -109,20 +106,20 @@ def cell_tasks(todo: list[tuple[Cell, dict]], out: Path, device: str) -> list[Ce
     return [CellTask(cell, cfg, out, device, methods.get_method(cell.method).train.__module__) for cell, cfg in todo]
 
 
-def pretraining_leaders(cells: list[Cell]) -> dict[Cell, Cell]:
-    """follower -> leader: each cell of a SHARED_PRETRAINING family that must wait for the first
-    cell (in grid order) of the same family, dataset and seed."""
-    first: dict[tuple[str, str, int], Cell] = {}
+def pretraining_leaders(tasks: list[CellTask]) -> dict[Cell, Cell]:
+    """follower -> leader: each cell with a stage that cells share through a cache (its method's
+    `Cost`, e.g. MICS's pre-training) waits for the first cell (in grid order) with the same stage key."""
+    first: dict[tuple[str, str], Cell] = {}
     leaders: dict[Cell, Cell] = {}
-    for cell in cells:
-        family = methods.get_method(cell.method).family
-        if family not in SHARED_PRETRAINING:
-            continue
-        key = (family, cell.dataset, cell.seed)
-        if key in first:
-            leaders[cell] = first[key]
-        else:
-            first[key] = cell
+    for task in tasks:
+        for stage in methods.get_method(task.cell.method).cost.stages:
+            if stage.shared_key is None:
+                continue
+            key = (stage.loop, stage.shared_key(task.cfg))
+            if key in first:
+                leaders.setdefault(task.cell, first[key])
+            else:
+                first[key] = task.cell
     return leaders
 
 
@@ -140,7 +137,7 @@ def run_pool(cells: list[Cell], configs: list[dict], out: Path, device: str, wor
     outcomes = [Outcome(cell, "done") for cell in cells if cell in done]
     waiting = cell_tasks([(cell, cfg) for cell, cfg in zip(cells, configs) if cell not in done], out, device)
     print(f"{len(cells)} cells: {len(outcomes)} already done, {len(waiting)} to run in {workers} workers")
-    leaders = pretraining_leaders([t.cell for t in waiting])
+    leaders = pretraining_leaders(waiting)
     total = len(waiting)
     ended: set[Cell] = set()
     slots = [_Worker(i, workers, device) for i in range(workers)]
@@ -252,7 +249,7 @@ def submit_to_slurm(cells: list[Cell], configs: list[dict], out: Path, device: s
         else:
             todo.append((cell, cfg))
     tasks = cell_tasks(todo, out, device)
-    leaders = pretraining_leaders([t.cell for t in tasks])
+    leaders = pretraining_leaders(tasks)
     leading = set(leaders.values())
     heads = [t for t in tasks if t.cell in leading]
     alone = [t for t in tasks if t.cell not in leading and t.cell not in leaders]

@@ -1,13 +1,11 @@
-"""The MICS paper's printed numbers (Tables II-IV, shipped under `configs/reference/`) and how its
+"""The MICS paper's printed numbers (Tables II-IV, shipped under `benchmark/configs/reference/`) and how its
 names map onto ours. Only the comparison with the paper reads the numbers; our own tables take
 nothing from here but the ablation tables' layout (which components each setting switches on)."""
 from __future__ import annotations
 
 import pandas as pd
 
-from .config import CONFIG_DIR
-
-REFERENCE_DIR = CONFIG_DIR / "reference"
+from .config import config_file
 
 # Paper setting -> (our method, row label). `pretrain-all` and `finetune-all` are both the full model.
 ABLATIONS: dict[str, tuple[str, str]] = {
@@ -36,8 +34,13 @@ def ablation_presets() -> set[str]:
     return {method for method, _ in ABLATIONS.values()} - {"mics"}
 
 
+def _read_csv(name: str) -> pd.DataFrame:
+    with config_file("reference", name).open("r", encoding="utf-8") as f:
+        return pd.read_csv(f)
+
+
 def _ablation_csv() -> pd.DataFrame:
-    return pd.read_csv(REFERENCE_DIR / "table3_table4.csv")
+    return _read_csv("table3_table4.csv")
 
 
 def ablation_layout(table: str) -> list[tuple[str, str, tuple[bool, ...]]]:
@@ -49,7 +52,7 @@ def ablation_layout(table: str) -> list[tuple[str, str, tuple[bool, ...]]]:
 
 def paper_numbers() -> pd.DataFrame:
     """Every printed number, under our names: table, method, mode, dataset, labels, top1."""
-    t2 = pd.read_csv(REFERENCE_DIR / "table2.csv")
+    t2 = _read_csv("table2.csv")
     t2 = t2.assign(table="II", method=t2["method"].str.lower())
     ab = _ablation_csv()
     ab = ab.assign(method=ab["setting"].map(lambda s: ABLATIONS[s][0]), mode="fused")

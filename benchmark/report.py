@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import pandas as pd
 from tabulate import tabulate
 
+from .contract import MODES
 from .data import DATASETS
 from .reference import COMPONENT_NAMES, COMPONENTS, ablation_layout, ablation_presets, paper_numbers
 
@@ -26,7 +27,6 @@ NAMES = {
     "supervised": "Supervised", "fullysupervised": "Fully supervised",
 }
 DATASET_NAMES = {"synthetic": "Synthetic", "kvasir": "Kvasir", "kvasir-v2": "Kvasir-v2", "paired": "Paired"}
-MODES = ("single", "multi", "fused")  # the order of Table II's blocks
 BOUNDS = ("supervised", "fullysupervised")
 FULL = "fullysupervised"  # trained on every label: one value per dataset, shown in every column
 NBI_SOURCES = {
@@ -384,7 +384,7 @@ def compare_paper(results: pd.DataFrame) -> str:
     lines = [
         "# Our results against the MICS paper's printed numbers",
         "",
-        "The paper's numbers are Tables II-IV of arXiv 2509.17492 as printed (`configs/reference/`). "
+        "The paper's numbers are Tables II-IV of arXiv 2509.17492 as printed (`benchmark/configs/reference/`). "
         "The paper's NBI images were generated from WLI with WtNGAN, which is not public; "
         "ours come from the source stated below, so differences include the NBI source as well as "
         "the model, budget and seeds.",

@@ -2,24 +2,17 @@
 
 Everything here may be called by several processes on one output folder at once (two `run`
 commands, later workers or Slurm jobs): files are replaced atomically, and whatever must not
-happen twice at the same time holds an `flock` (`file_lock`), which the kernel releases when its
-process dies, even by SIGKILL, so no lock is ever left stale."""
+happen twice at the same time holds `benchmark.files.file_lock`."""
 from __future__ import annotations
 
-import fcntl
 import json
-import os
-import socket
-import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pandas as pd
 
 from .errors import BenchmarkError
-from .files import atomic_write
+from .files import atomic_write, file_lock
 
 RECORD = "result.json"
 FAILED = "failed.json"  # marker of a run that stopped with an error; its log says why
@@ -44,44 +37,6 @@ def read_record(folder: Path) -> dict | None:
 def read_failure(folder: Path) -> dict | None:
     path = Path(folder) / FAILED
     return json.loads(path.read_text()) if path.exists() else None
-
-
-@contextmanager
-def file_lock(path: Path, wait: bool = True) -> Iterator[bool]:
-    """Hold an exclusive `flock` on `path` for the `with` block; yields whether it was acquired.
-
-    With `wait=False` a lock held elsewhere yields False at once. The holder writes who it is into
-    the file, for `lock_holder`. Lock files are never deleted: deleting one while another process
-    waits on it would let two processes hold "the" lock at once."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-            acquired = True
-        except BlockingIOError:
-            acquired = False
-        if acquired:
-            os.ftruncate(fd, 0)
-            os.write(fd, f"{socket.gethostname()} pid {os.getpid()} since {time.strftime('%Y-%m-%d %H:%M:%S')}".encode())
-        yield acquired
-    finally:
-        os.close(fd)  # releases the lock
-
-
-def lock_holder(path: Path) -> str | None:
-    """Who holds the lock on `path` ("host pid N since ..."), or None when nobody does."""
-    if not path.exists():
-        return None
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # a shared lock: read-only is enough
-        except BlockingIOError:
-            return Path(path).read_text().strip() or "another process"
-        return None
-    finally:
-        os.close(fd)
 
 
 def bootstrap_ci95(correct: np.ndarray, resamples: int = 1000, seed: int = 0) -> tuple[float, float]:

@@ -29,15 +29,16 @@ from tqdm import tqdm
 import methods
 
 from . import budget, distributed
-from .config import build_config, config_hash, set_dotted
-from .contract import RunContext, Trained
+from .config import build_config, config_hash, set_dotted, validate_config
+from .contract import MODES, RunContext, Trained
 from .curves import CurveWriter
-from .data import load_dataset, make_split
+from .data import DATASETS, check_ratio, load_dataset, make_split
 from .data.loaders import eval_batches
-from .errors import BenchmarkError, ConfigError
+from .errors import BenchmarkError, ConfigError, unknown_name
+from .files import atomic_write, file_lock, lock_holder
 from .health import PseudoLabelMonitor, collapsed
-from .results import (FAILED, RECORD, bootstrap_ci95, file_lock, lock_holder, read_failure, read_record,
-                      rebuild_results_csv, run_dir, write_json_atomic)
+from .results import (FAILED, RECORD, bootstrap_ci95, read_failure, read_record, rebuild_results_csv, run_dir,
+                      write_json_atomic)
 from .runtime import code_version, configure_threads, peak_rss_mb, resolve_amp, resolve_device, seed_everything
 from .training import predict_logits
 
@@ -78,13 +79,66 @@ class Outcome:
     log: Path | None = None
 
 
+def _csv(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def _numbers(text: str, kind: str, cast) -> list:
+    try:
+        values = [cast(t) for t in _csv(text)]
+    except ValueError:
+        raise ConfigError(f"bad {kind} '{text}'; expected comma-separated numbers") from None
+    if not values:
+        raise ConfigError(f"no {kind} given")
+    return values
+
+
+def expand_grid(method: str, labels: str, dataset: str, modes: str | None = None, seeds: str = "0") -> list[Cell]:
+    """Methods x modes x label ratios x seeds x datasets, in that nesting order (datasets outermost).
+
+    Each method runs in the modes it supports (baselines single and multi, MICS fused); a method
+    with fixed labels (the fully supervised bound) runs once per dataset and seed. Arguments as `run` takes
+    them: `method` all | ablations | comma-separated names, the others comma-separated."""
+    if method in ("all", "ablations"):
+        names = [s.name for s in methods.list_methods("table2" if method == "all" else "ablation")]
+    else:
+        names = list(dict.fromkeys(_csv(method)))
+    specs = [methods.get_method(n) for n in names]
+    if not specs:
+        raise ConfigError("no method to run; see `python -m benchmark list`")
+    datasets = list(dict.fromkeys(_csv(dataset)))
+    for d in datasets:
+        if d not in DATASETS:
+            raise unknown_name("dataset", d, DATASETS)
+    if not datasets:
+        raise ConfigError("no dataset given")
+    ratios = [check_ratio(r) for r in dict.fromkeys(_numbers(labels, "label ratios", float))]
+    seed_list = list(dict.fromkeys(_numbers(seeds, "seeds", int)))
+    wanted = set(_csv(modes)) if modes else None
+    for m in sorted((wanted or set()) - set(MODES)):
+        raise unknown_name("mode", m, MODES)
+    cells = []
+    for data_name in datasets:
+        for spec in specs:
+            cell_modes = [m for m in spec.modes if wanted is None or m in wanted]
+            cell_ratios = [spec.fixed_labels] if spec.fixed_labels is not None else ratios
+            for mode in cell_modes:
+                for ratio in cell_ratios:
+                    for seed in seed_list:
+                        cells.append(Cell(data_name, spec.name, mode, ratio, seed))
+    if not cells:
+        supported = "; ".join(f"{s.name}: {','.join(s.modes)}" for s in specs)
+        raise ConfigError(f"no cell: none of the methods runs in modes {modes} ({supported})")
+    return cells
+
+
 def cell_configs(cells: list[Cell], profile: str, overrides: dict | None, data_root: str | None,
                  nbi: str | None) -> list[dict]:
     """The effective config of every cell.
 
     An override applies to each cell whose config has its key, so `--set method.T=0.9` reaches the
     methods that have a `T` and leaves the others alone; a key that no cell has is an error (a typo
-    must not be silently ignored)."""
+    must not be silently ignored), and so is a value the schema refuses."""
     configs = [build_config(profile, c.method, c.mode, c.dataset, c.labels, c.seed, None, data_root, nbi)
                for c in cells]
     for key, value in (overrides or {}).items():
@@ -98,7 +152,7 @@ def cell_configs(cells: list[Cell], profile: str, overrides: dict | None, data_r
                 error = err
         if not applied and error is not None:
             raise error
-    return configs
+    return [validate_config(cfg, "--set") for cfg in configs] if overrides else configs
 
 
 def is_done(cell: Cell, cfg: dict, out: Path) -> bool:
@@ -273,7 +327,8 @@ def _prepare_folder(folder: Path, chash: str) -> str:
         shutil.rmtree(folder)
         reason = f"files of config {old or 'unknown'} found: starting over with config {chash}"
     folder.mkdir(parents=True, exist_ok=True)
-    _write_text_atomic(folder / HASH, chash)
+    with atomic_write(folder / HASH) as tmp:
+        tmp.write_text(chash)
     checkpoints = sorted(p.name for p in folder.glob(CHECKPOINTS))
     if checkpoints:
         reason = reason or f"resuming from {', '.join(checkpoints)}"
@@ -283,12 +338,6 @@ def _prepare_folder(folder: Path, chash: str) -> str:
     for stale in [folder / FAILED, *folder.glob("*.tmp")]:  # pathlib's * matches dot files too
         stale.unlink(missing_ok=True)
     return reason
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 class _RunLog:
@@ -325,11 +374,11 @@ def _train_and_evaluate(cell: Cell, cfg: dict, out: Path, device: str, show_prog
     chash = config_hash(cfg)
     dev = resolve_device(device if device != "auto" else cfg["runtime"]["device"])
     _log.info("run %s on %s, config %s, code %s", cell, dev, chash, code_version())
-    configure_threads(cfg["runtime"].get("threads"))
+    configure_threads(cfg["runtime"]["threads"])
     seed_everything(cell.seed)
     raw, cache = load_dataset(cfg["data"])
     split = make_split(raw, cache, cfg["data"], cell.labels, cell.seed)
-    cfg = budget.apply(cfg, spec.stage_iterations(cfg, split))  # the method and the record get scaled constants
+    cfg = budget.apply(cfg, spec.stage_iterations(cfg, split.sizes()))  # the method and the record get scaled constants
     health = PseudoLabelMonitor(raw.labels[split.unlabeled.index])  # withheld labels: diagnosis only
     main = distributed.is_main()  # under torchrun the others train along and write nothing
     curves = CurveWriter(folder, logger=_log) if main else None
@@ -337,9 +386,8 @@ def _train_and_evaluate(cell: Cell, cfg: dict, out: Path, device: str, show_prog
     # `cache_dir` is absolute and fixed per output folder: every cell (and process) of this output
     # folder shares it, e.g. one MICS pre-training per (dataset, seed, profile).
     ctx = RunContext(device=dev, seed=cell.seed, run_dir=folder, cache_dir=out.resolve() / "cache",
-                     amp=resolve_amp(cfg["runtime"].get("amp", "auto"), dev),
-                     compile=bool(cfg["runtime"].get("compile", False)), curves=curves, progress=progress,
-                     health=health)
+                     amp=resolve_amp(cfg["runtime"]["amp"], dev), compile=bool(cfg["runtime"]["compile"]),
+                     curves=curves, progress=progress, health=health)
     start = time.perf_counter()
     try:
         trained: Trained = spec.train(split, cfg, ctx)
@@ -351,7 +399,7 @@ def _train_and_evaluate(cell: Cell, cfg: dict, out: Path, device: str, show_prog
     if not main:
         return None
 
-    batch = int(cfg["train"].get("eval_batch_size", 256))
+    batch = int(cfg["train"]["eval_batch_size"])
     best_logits = predict_logits(trained.best, split.test, dev, batch)
     last_logits = predict_logits(trained.last, split.test, dev, batch)
     correct = (best_logits.argmax(1).numpy() == split.test.labels)
@@ -384,11 +432,9 @@ def _save_outputs(folder: Path, trained: Trained, split, logits: torch.Tensor, d
     figures never retrain anything. Both files are complete before the record exists."""
     model = trained.best.eval()
     feats = [model.embed(b).float().cpu() for b, _ in eval_batches(split.test, batch_size, device)]
-    tmp = folder / ".test_outputs.npz.tmp"
-    with open(tmp, "wb") as f:  # a file object: np.savez would append ".npz" to a name
+    with atomic_write(folder / "test_outputs.npz") as tmp, open(tmp, "wb") as f:
+        # a file object: np.savez would append ".npz" to a name
         np.savez(f, features=torch.cat(feats).numpy(), labels=split.test.labels, logits=logits.numpy(),
                  index=split.test.index, classes=np.asarray(split.classes))
-    tmp.replace(folder / "test_outputs.npz")
-    tmp = folder / ".model.pt.tmp"
-    torch.save(trained.best.state_dict(), tmp)
-    tmp.replace(folder / "model.pt")
+    with atomic_write(folder / "model.pt") as tmp:
+        torch.save(trained.best.state_dict(), tmp)

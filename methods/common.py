@@ -71,12 +71,11 @@ class UnlabeledBatches:
     gets exactly the views of an uninterrupted one.
     """
 
-    MODES = ("single", "multi")
     AHEAD = 2  # batches whose strong sources are in the making at once
 
     def __init__(self, part: PairedArrays, batch_size: int, seed: int, device: torch.device, mode: str):
-        if mode not in self.MODES:
-            raise ValueError(f"unlabeled views exist for modes {self.MODES}, not {mode!r}")
+        if mode not in VIEW_MODES:
+            raise ValueError(f"unlabeled views exist for modes {VIEW_MODES}, not {mode!r}")
         self.part, self.device, self.seed, self.mode = part, device, seed, mode
         self.stream = BatchStream(len(part), batch_size, seed, salt=2)
         self._ahead: dict[int, Future] = {}  # batch number -> its strong sources in the making

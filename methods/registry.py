@@ -1,16 +1,71 @@
-"""The method registry: a name maps to a `train` function and the modes it runs in.
+"""The method registry: a name maps to a `train` function, the modes it runs in, the typed schema of its
+`cfg["method"]` section and what a cell of it costs.
 
-    @register_method("fixmatch", modes=("single", "multi"), description="...")
+    @register_method("fixmatch", modes=("single", "multi"), description="...", config=FixMatchConfig)
     def train(data: SemiSupervisedSplit, cfg: dict, ctx: RunContext) -> Trained: ...
+
+`cost` says what a cell runs beyond one training loop, so that the runner (budget scaling), the executors and
+`perf` never name a method: its training loops (`Stage`) and their iterations, which of them cells share
+through a cache, and supervised warm-up steps inside the budget.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Callable
+import copy
+from dataclasses import dataclass, field
+from typing import Callable
 
+from benchmark.contract import MODES
 from benchmark.errors import unknown_name
 
-MODES = ("single", "multi", "fused")
+from .schema import MethodConfig
+
+# The simplest method, single mode: `perf` times the runner's own work on one of its cells, and a supervised
+# warm-up inside another method's budget (`Cost.warmup`) at its step time.
+REFERENCE = "supervised"
+Sizes = dict[str, int]  # "train", "labeled", "val", "test": images of a cell's split
+
+
+def _train_iterations(cfg: dict, sizes: Sizes) -> int:
+    return int(cfg["train"]["iterations"])
+
+
+def _train_eval_every(cfg: dict) -> int:
+    return int(cfg["train"]["eval_every"])
+
+
+def _no_warmup(cfg: dict) -> int:
+    return 0
+
+
+def _shorten_train(cfg: dict, steps: int, n_train: int) -> dict:
+    cfg = copy.deepcopy(cfg)
+    cfg["train"]["iterations"] = steps
+    cfg["train"]["eval_every"] = steps
+    return cfg
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One training loop of a cell, named as its `TrainingLoop` (the `RunContext.progress` hook's name)."""
+
+    loop: str
+    iterations: Callable[[dict, Sizes], int] = _train_iterations  # (cfg, split sizes) -> steps
+    eval_every: Callable[[dict], int] | None = _train_eval_every  # None: the loop never validates
+    # Cells whose configs give equal keys share one run of this stage through a cache (computed by the first);
+    # None: every cell runs it.
+    shared_key: Callable[[dict], str] | None = None
+    extra: str | None = None  # a once-per-run figure of the method beyond the steps, e.g. "dictionary_s"
+
+
+@dataclass(frozen=True)
+class Cost:
+    """What a cell of a method runs: its stages in order (the last trains the evaluated model), supervised
+    warm-up steps counted inside the last stage's iterations and followed by one validation (Dash), and the
+    config of a short measured run of `steps` steps per stage (`perf`)."""
+
+    stages: tuple[Stage, ...] = (Stage("train"),)
+    warmup: Callable[[dict], int] = _no_warmup
+    shorten: Callable[[dict, int, int], dict] = _shorten_train  # (cfg, steps, training pairs) -> cfg
 
 
 @dataclass(frozen=True)
@@ -22,13 +77,15 @@ class MethodSpec:
     family: str  # module family, e.g. "usb", "bounds", "mics"
     fixed_labels: float | None = None  # e.g. 100 for a fully supervised bound: one cell, any ratio
     group: str = "table2"  # `--method all` runs group "table2"; `--method ablations` group "ablation"
-    # (cfg, split) -> {stage: iterations} of one run: the budgets its `time_constants` scale to
-    stages: Callable[[dict, Any], dict[str, int]] | None = None
+    config: type[MethodConfig] = MethodConfig  # the schema of cfg["method"]
+    cost: Cost = field(default_factory=Cost)
+    unlabeled: bool = True  # draws unlabeled batches (false: the supervised bounds)
 
-    def stage_iterations(self, cfg: dict, split: Any) -> dict[str, int]:
-        if self.stages is not None:
-            return self.stages(cfg, split)
-        return {"train": int(cfg["train"]["iterations"])}
+    def stage_iterations(self, cfg: dict, sizes: Sizes) -> dict[str, int]:
+        """Iterations of each stage of one run on a split of `sizes` (`SemiSupervisedSplit.sizes()`): the
+        budgets its `time_constants` scale to (`benchmark.budget`); `train` is always the profile's."""
+        return {"train": int(cfg["train"]["iterations"]),
+                **{stage.loop: stage.iterations(cfg, sizes) for stage in self.cost.stages}}
 
 
 _REGISTRY: dict[str, MethodSpec] = {}
@@ -40,10 +97,11 @@ def register_method(
     description: str,
     fixed_labels: float | None = None,
     group: str = "table2",
-    stages: Callable[[dict, Any], dict[str, int]] | None = None,
+    config: type[MethodConfig] = MethodConfig,
+    cost: Cost | None = None,
+    unlabeled: bool = True,
 ) -> Callable[[Callable], Callable]:
-    """Register `train` under `name`; the module's last dotted part is its family. `stages` gives the
-    iterations of each stage of a run when it has more than the one `train` stage (`benchmark.budget`)."""
+    """Register `train` under `name`; the module's last dotted part is its family."""
     for mode in modes:
         if mode not in MODES:
             raise ValueError(f"method {name}: unknown mode {mode!r}")
@@ -52,7 +110,8 @@ def register_method(
         if name in _REGISTRY:
             raise ValueError(f"method {name!r} registered twice")
         family = train.__module__.split(".")[1] if "." in train.__module__ else train.__module__
-        _REGISTRY[name] = MethodSpec(name, train, tuple(modes), description, family, fixed_labels, group, stages)
+        _REGISTRY[name] = MethodSpec(name, train, tuple(modes), description, family, fixed_labels, group, config,
+                                     cost or Cost(), unlabeled)
         return train
 
     return decorator
@@ -62,9 +121,6 @@ def get_method(name: str) -> MethodSpec:
     if name not in _REGISTRY:
         raise unknown_name("method", name, _REGISTRY)
     return _REGISTRY[name]
-
-
-GROUPS = ("table2", "ablation")
 
 
 def list_methods(group: str | None = None) -> list[MethodSpec]:

@@ -7,6 +7,7 @@ one restart) for the pool, four submitit local jobs, and no process at all for t
 which a stand-in `sbatch` records instead of submitting."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -21,9 +22,9 @@ import submitit
 import benchmark.executors as executors
 from benchmark.cli import main
 from benchmark.config import config_hash
-from benchmark.results import file_lock
+from benchmark.files import file_lock
 from benchmark.runner import Cell, cell_configs
-from methods.registry import _REGISTRY, register_method
+from methods.registry import _REGISTRY, Cost, Stage, get_method, register_method
 
 TESTS = Path(__file__).resolve().parent
 SMOKE = ["--profile", "smoke", "--device", "cpu"]
@@ -68,7 +69,9 @@ def reference(tmp_path_factory) -> Path:
 def test_workers_give_the_sequential_records_and_survive_a_crash(reference, tmp_path, monkeypatch, capsys) -> None:
     """Two workers; one is killed mid-cell and replaced. The `bounds` family is made to share a
     pre-training here, so its later cells must wait for the first one to end."""
-    monkeypatch.setattr(executors, "SHARED_PRETRAINING", ("bounds",))
+    shared = Cost(stages=(Stage("train", shared_key=lambda cfg: f"{cfg['data']['name']}-{cfg['seed']}"),))
+    for name in ("supervised", "fullysupervised"):
+        monkeypatch.setitem(_REGISTRY, name, dataclasses.replace(get_method(name), cost=shared))
     out = tmp_path / "out"
     grid = ["run", "--method", "supervised,fullysupervised,toy_crash", "--labels", "20,50", *SMOKE]
     assert main(_args(grid, out, "--workers", "2")) == 1

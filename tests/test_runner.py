@@ -27,6 +27,7 @@ from benchmark.runner import Cell, cell_configs
 from benchmark.training import TrainingLoop
 from methods.common import LabeledBatches
 from methods.registry import _REGISTRY, register_method
+from methods.schema import MethodConfig
 
 TESTS = Path(__file__).resolve().parent
 SLEEP_ENV = "MICS_TOY_STEP_SLEEP"  # seconds per step; set only in subprocesses, so kills land mid-run
@@ -76,8 +77,13 @@ def _train_toy(data, cfg, ctx, nan_from: int | None = None):
     return TrainingLoop(model, cfg["train"], ctx, data.val).run(step)
 
 
+class _ToyConfig(MethodConfig):
+    T: float = 0.5  # a key toy_a has and toy_b has not
+
+
 if "toy_a" not in _REGISTRY:  # this file is imported both by pytest and by the subprocesses
-    register_method("toy_a", modes=("single", "multi"), description="test toy", group="test")(_train_toy)
+    register_method("toy_a", modes=("single", "multi"), description="test toy", group="test",
+                    config=_ToyConfig)(_train_toy)
     register_method("toy_b", modes=("single", "multi"), description="test toy", group="test")(_train_toy)
     register_method("toy_nan", modes=("single",), description="loss NaN from iteration 2", group="test")(
         lambda data, cfg, ctx: _train_toy(data, cfg, ctx, nan_from=2))
@@ -211,7 +217,7 @@ def test_changed_config_reruns_and_same_config_skips(tmp_path: Path, capsys) -> 
 def test_override_applies_to_the_cells_that_have_its_key(monkeypatch, tmp_path: Path, capsys) -> None:
     real = benchmark.config.method_config
     monkeypatch.setattr(benchmark.config, "method_config",
-                        lambda method, profile: {"T": 0.5} if method == "toy_a" else real(method, profile))
+                        lambda method, profile: ({"T": 0.5}, "toy") if method == "toy_a" else real(method, profile))
     cells = [Cell("synthetic", "toy_a", "single", 50.0, 0), Cell("synthetic", "toy_b", "single", 50.0, 0)]
     a, b = cell_configs(cells, "smoke", {"method.T": 0.9}, None, None)
     assert a["method"]["T"] == 0.9 and "T" not in b["method"]

@@ -11,6 +11,8 @@ from ..config import DEFAULT_PROFILE, load_profile, parse_overrides, set_dotted
 from ..data import DATASETS, load_dataset, load_split_indices
 from ..data.splits import labeled_indices
 from ..errors import ConfigError, unknown_name
+from ..files import atomic_write
+from ..schema import DataConfig, validate
 
 ACTIONS = ("describe", "prepare", "samples", "calibrate")
 
@@ -37,7 +39,7 @@ def data_config(args: argparse.Namespace) -> dict:
         cfg["data"]["nbi"] = args.nbi
     for key, value in parse_overrides(args.overrides).items():
         set_dotted(cfg, key, value)
-    return cfg["data"]
+    return validate(DataConfig, cfg["data"], "--set / --nbi", prefix="data")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -87,10 +89,8 @@ def write_samples(raw, path: Path, per_class: int, seed: int) -> Path:
             for j, i in enumerate(pick):
                 row[:, j * w:(j + 1) * w] = images[i]
             rows.append(row)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    Image.fromarray(np.concatenate(rows)).save(tmp)
-    tmp.replace(path)
+    with atomic_write(path) as tmp:
+        Image.fromarray(np.concatenate(rows)).save(tmp, format="PNG")
     return path
 
 
@@ -100,7 +100,7 @@ def _calibrate(dataset: str, data_cfg: dict) -> int:
         raise ConfigError(f"'data calibrate' measures the synthetic dataset only, not '{dataset}'")
     from ..data.calibration import calibrate
 
-    syn = data_cfg.get("synthetic") or {}
-    table = calibrate(int(syn.get("num_per_class", 500)), int(data_cfg["image_size"]), int(syn.get("seed", 0)))
+    syn = data_cfg["synthetic"]
+    table = calibrate(int(syn["num_per_class"]), int(data_cfg["image_size"]), int(syn["seed"]))
     print(table.to_string())
     return 0

@@ -1,5 +1,5 @@
 """`perf`: training throughput of every method against a bare PyTorch loop, the loader's throughput,
-MICS's stage costs, peak memory and the grid's estimated wall time; printed and written to
+the stage costs of methods with several training loops (MICS), peak memory and the grid's estimated wall time; printed and written to
 `<reports>/perf.json` so the figures can be compared from one version to the next (docs/perf.md)."""
 from __future__ import annotations
 
@@ -9,12 +9,13 @@ from pathlib import Path
 import methods
 
 from ..config import DEFAULT_PROFILE, PROFILES, load_profile, parse_overrides
+from ..contract import MODES
 from ..data import DATASETS, dataset_key
 from ..errors import ConfigError, unknown_name
-from ..perf import SUPERVISED, estimate_grid, measure, measured_configs, write_record
-from ..runner import cell_configs
+from ..estimate import estimate_grid
+from ..measure import SUPERVISED, measure, measured_configs, write_record
+from ..runner import cell_configs, expand_grid
 from ..runtime import DEVICES, configure_threads, resolve_device
-from .run import expand_grid
 
 GRID_LABELS = "5,10,30,50"
 
@@ -43,8 +44,8 @@ def _pairs(method: str, modes: str | None) -> list[tuple[str, str]]:
     else:
         specs = [methods.get_method(name.strip()) for name in dict.fromkeys(method.split(",")) if name.strip()]
     wanted = {m.strip() for m in modes.split(",") if m.strip()} if modes else None
-    for m in sorted((wanted or set()) - set(methods.registry.MODES)):
-        raise unknown_name("mode", m, methods.registry.MODES)
+    for m in sorted((wanted or set()) - set(MODES)):
+        raise unknown_name("mode", m, MODES)
     pairs = [(s.name, m) for s in specs for m in s.modes if wanted is None or m in wanted]
     if not pairs:
         raise ConfigError("nothing to measure: no method runs in the modes asked for")
@@ -52,8 +53,6 @@ def _pairs(method: str, modes: str | None) -> list[tuple[str, str]]:
 
 
 def main(args: argparse.Namespace) -> int:
-    if args.profile not in PROFILES:
-        raise unknown_name("profile", args.profile, PROFILES)
     if args.steps < 1:
         raise ConfigError(f"bad --steps {args.steps}; expected 1 or more")
     if args.threads is not None and args.threads < 1:
@@ -72,8 +71,7 @@ def main(args: argparse.Namespace) -> int:
           f"steps each (ours and bare alternating)")
     record = measure(args.profile, pairs, configs, device, args.steps)
 
-    grid = argparse.Namespace(method="all", labels=GRID_LABELS, dataset=dataset, modes=None, seeds="0")
-    cells = expand_grid(grid)
+    cells = expand_grid("all", GRID_LABELS, dataset)
     estimate = estimate_grid(cells, cell_configs(cells, args.profile, overrides, args.data_root, args.nbi), record)
     record["grid_estimate_s"] = estimate.seconds
     command = f"run --method all --labels {GRID_LABELS} --dataset {dataset} --profile {args.profile}"

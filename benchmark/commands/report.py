@@ -1,25 +1,14 @@
 """`report`: from `<out>/results.csv`, Table II (and Tables III/IV when ablation records exist) as
 LaTeX and Markdown, the accuracy-vs-labels and confusion-matrix figures, and with
-`--compare-paper` our numbers against the paper's. `run` calls `write_reports` when it ends."""
+`--compare-paper` our numbers against the paper's (`benchmark.publish`, which `run` calls when it ends)."""
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-
 from ..errors import ConfigError
-from ..files import atomic_write
-from ..report import (FULL, MODES, ablation_table, compare_paper, dataset_order, health_report, method_name, method_order,
-                      summarize, table2, to_latex, to_markdown)
-from ..reference import ablation_presets
-from ..results import read_results, run_dir
-
-FORMATS = ("latex", "markdown")
-TITLES = {"table2": "Table II: semi-supervised classification",
-          "table3": "Table III: pre-training components of MICS",
-          "table4": "Table IV: fine-tuning components of MICS"}
+from ..publish import FORMATS, write_reports
+from ..results import read_results
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

@@ -12,15 +12,15 @@ import methods
 
 from .. import distributed
 from ..config import DEFAULT_PROFILE, PROFILES, parse_overrides
-from ..data import DATASETS, check_ratio
-from ..errors import ConfigError, unknown_name
-from ..models import create_backbone
+from ..data import DATASETS
+from ..errors import ConfigError
+from ..estimate import dry_run_estimate
 from ..executors import EXECUTORS, follow_jobs, run_pool, submit_to_slurm, take_slurm_settings
-from ..perf import dry_run_estimate
+from ..models import create_backbone
+from ..publish import write_reports
 from ..results import rebuild_results_csv
-from ..runner import Cell, cell_configs, cell_status, run_grid
+from ..runner import Cell, cell_configs, cell_status, expand_grid, run_grid
 from ..runtime import DEVICES, resolve_device
-from .report import write_reports
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -47,61 +47,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="--executor slurm: follow the jobs to their end (default: submit, print the job ids, return)")
 
 
-def _csv(text: str) -> list[str]:
-    return [t.strip() for t in text.split(",") if t.strip()]
-
-
-def _numbers(text: str, kind: str, cast) -> list:
-    try:
-        values = [cast(t) for t in _csv(text)]
-    except ValueError:
-        raise ConfigError(f"bad {kind} '{text}'; expected comma-separated numbers") from None
-    if not values:
-        raise ConfigError(f"no {kind} given")
-    return values
-
-
-def expand_grid(args: argparse.Namespace) -> list[Cell]:
-    """Methods x modes x label ratios x seeds x datasets, in that nesting order (datasets outermost).
-
-    Each method runs in the modes it supports (baselines single and multi, MICS fused); a method
-    with fixed labels (the fully supervised bound) runs once per dataset and seed."""
-    if args.method in ("all", "ablations"):
-        names = [s.name for s in methods.list_methods("table2" if args.method == "all" else "ablation")]
-    else:
-        names = list(dict.fromkeys(_csv(args.method)))
-    specs = [methods.get_method(n) for n in names]
-    if not specs:
-        raise ConfigError("no method to run; see `python -m benchmark list`")
-    datasets = list(dict.fromkeys(_csv(args.dataset)))
-    for d in datasets:
-        if d not in DATASETS:
-            raise unknown_name("dataset", d, DATASETS)
-    if not datasets:
-        raise ConfigError("no dataset given")
-    ratios = [check_ratio(r) for r in dict.fromkeys(_numbers(args.labels, "label ratios", float))]
-    seeds = list(dict.fromkeys(_numbers(args.seeds, "seeds", int)))
-    wanted = set(_csv(args.modes)) if args.modes else None
-    for m in sorted((wanted or set()) - set(methods.registry.MODES)):
-        raise unknown_name("mode", m, methods.registry.MODES)
-    cells = []
-    for dataset in datasets:
-        for spec in specs:
-            modes = [m for m in spec.modes if wanted is None or m in wanted]
-            cell_ratios = [spec.fixed_labels] if spec.fixed_labels is not None else ratios
-            for mode in modes:
-                for labels in cell_ratios:
-                    for seed in seeds:
-                        cells.append(Cell(dataset, spec.name, mode, labels, seed))
-    if not cells:
-        supported = "; ".join(f"{s.name}: {','.join(s.modes)}" for s in specs)
-        raise ConfigError(f"no cell: none of the methods runs in modes {args.modes} ({supported})")
-    return cells
-
-
 def main(args: argparse.Namespace) -> int:
     overrides = parse_overrides(args.overrides)
-    cells = expand_grid(args)
+    cells = expand_grid(args.method, args.labels, args.dataset, args.modes, args.seeds)
     resolve_device(args.device)  # a bad or missing device is an error before anything runs
     configs = cell_configs(cells, args.profile, overrides, args.data_root, args.nbi)
     slurm = take_slurm_settings(configs)

@@ -34,15 +34,15 @@ def dataset_key(data_cfg: dict) -> dict:
         raise unknown_name("dataset", name, DATASETS)
     size = int(data_cfg["image_size"])
     if name == "synthetic":
-        syn = data_cfg.get("synthetic") or {}
+        syn = data_cfg["synthetic"]
         return {"version": CACHE_VERSION, "name": name, "image_size": size,
-                "num_per_class": int(syn.get("num_per_class", 500)), "seed": int(syn.get("seed", 0))}
-    root = data_cfg.get("root")
+                "num_per_class": int(syn["num_per_class"]), "seed": int(syn["seed"])}
+    root = data_cfg["root"]
     if not root:
         raise ConfigError(f"dataset '{name}' needs --data-root (the folder holding its class folders)")
     from .folders import source_fingerprint
 
-    nbi = "paired" if name == "paired" else data_cfg.get("nbi", "spectral")
+    nbi = "paired" if name == "paired" else data_cfg["nbi"]
     return {"version": CACHE_VERSION, "name": name, "image_size": size, "nbi": nbi,
             "fingerprint": source_fingerprint(Path(root), name, size, nbi)}
 
@@ -59,18 +59,18 @@ def _build(data_cfg: dict, progress: bool) -> RawDataset:
     if name == "synthetic":
         from .synthetic import render_synthetic
 
-        syn = data_cfg.get("synthetic") or {}
-        return render_synthetic(int(syn.get("num_per_class", 500)), size, int(syn.get("seed", 0)))
+        syn = data_cfg["synthetic"]
+        return render_synthetic(int(syn["num_per_class"]), size, int(syn["seed"]))
     from .folders import read_kvasir, read_paired
 
     root = Path(data_cfg["root"])
     if name == "paired":
         return read_paired(root, size, progress=progress)
-    return read_kvasir(root, size, nbi=data_cfg.get("nbi", "spectral"), progress=progress)
+    return read_kvasir(root, size, nbi=data_cfg["nbi"], progress=progress)
 
 
 def split_file(folder: Path, data_cfg: dict, seed: int) -> Path:
-    ratios = "-".join(f"{float(r):g}" for r in data_cfg.get("split", (0.6, 0.2, 0.2)))
+    ratios = "-".join(f"{float(r):g}" for r in data_cfg["split"])
     return folder / f"split-{ratios}-seed{seed}.json"
 
 
@@ -79,7 +79,7 @@ def load_split_indices(raw: RawDataset, folder: Path, data_cfg: dict, seed: int)
     path = split_file(folder, data_cfg, seed)
     if path.exists():
         return {k: np.asarray(v, dtype=np.int64) for k, v in json.loads(path.read_text()).items()}
-    parts = split_indices(raw.labels, tuple(data_cfg.get("split", (0.6, 0.2, 0.2))), seed)
+    parts = split_indices(raw.labels, tuple(data_cfg["split"]), seed)
     with atomic_write(path) as tmp:
         tmp.write_text(json.dumps({k: v.tolist() for k, v in parts.items()}))
     return parts

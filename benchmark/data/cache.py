@@ -1,7 +1,6 @@
 """Decoded datasets cached once on disk as uint8 arrays, keyed by what went into them."""
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -11,6 +10,7 @@ from typing import Callable
 
 import numpy as np
 
+from ..files import stable_hash
 from .types import RawDataset
 
 
@@ -22,7 +22,7 @@ def cache_root() -> Path:
 
 
 def key_of(parts: dict) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return stable_hash(parts)
 
 
 def load_or_build(folder: Path, key_parts: dict, build: Callable[[], RawDataset]) -> RawDataset:

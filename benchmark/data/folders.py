@@ -31,8 +31,6 @@ only read; caching their output is the caller's job, keyed by `source_fingerprin
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -46,6 +44,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from benchmark.errors import ConfigError, DataError, unknown_name
+from benchmark.files import file_sha256, stable_hash
 
 from .spectral import simulate_nbi
 from .types import KVASIR_CLASSES, RawDataset
@@ -131,10 +130,10 @@ def source_fingerprint(root: Path, layout: str, image_size: int = 256, nbi: str 
         "layout": layout,
         "image_size": image_size,
         "nbi": kind,
-        "generator_sha256": _file_sha256(generator_path) if generator_path else None,
+        "generator_sha256": file_sha256(generator_path) if generator_path else None,
         "files": [(Path(os.path.relpath(p, root)).as_posix(), s.st_size, s.st_mtime_ns) for p, s in stats],
     }
-    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+    return stable_hash(key, length=64)
 
 
 def _check_size(image_size: int) -> None:
@@ -311,14 +310,6 @@ def _dataset(listing: _Listing, wli: np.ndarray, nbi: np.ndarray) -> RawDataset:
         classes=KVASIR_CLASSES,
         sources=tuple(str(p) for p in listing.wli),
     )
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _one_line(exc: BaseException) -> str:

@@ -71,6 +71,11 @@ class SemiSupervisedSplit:
         """Dataset indices of every training pair, labeled or not, once each, in dataset order."""
         return np.union1d(self.labeled.index, self.unlabeled.index)
 
+    def sizes(self) -> dict[str, int]:
+        """Pairs per part (`train`: every training pair once): what a run's stage budgets depend on."""
+        return {"train": len(self.train_index), "labeled": len(self.labeled), "val": len(self.val),
+                "test": len(self.test)}
+
     @property
     def train_pairs(self) -> tuple[np.ndarray, np.ndarray]:
         """Every training pair in dataset order, labeled or not, once each (labeled pairs may also be in

@@ -18,6 +18,7 @@ from benchmark.training import TrainingLoop
 
 from ..common import LabeledBatches, UnlabeledBatches
 from ..registry import register_method
+from ..schema import HABITConfig
 from .cmh import ConsistencyAwareMomentumHeredity
 from .mrnet import MRNet
 from .rfc import DistributionAlignment, band_consistency, compensate_features
@@ -42,7 +43,7 @@ class HABITModel(nn.Module):
 
 
 @register_method("habit", modes=("single", "multi"),
-                 description="HABIT (TMI 2023): MRNet two-path ViT, RFC, CMH teacher")
+                 description="HABIT (TMI 2023): MRNet two-path ViT, RFC, CMH teacher", config=HABITConfig)
 def train(data: SemiSupervisedSplit, cfg: dict, ctx: RunContext) -> Trained:
     hp, tr = cfg["method"], cfg["train"]
     model = HABITModel(MRNet(cfg["model"], data.num_classes, int(hp["mrnet"]["window"]))).to(ctx.device)

@@ -13,9 +13,8 @@ dictionary and writes the checkpoint, and the others wait for it.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
-import fcntl
-import hashlib
 import json
 import logging
 import math
@@ -24,19 +23,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
 from benchmark import distributed
-from benchmark.config import CONFIG_DIR, deep_merge
+from benchmark.config import deep_merge, method_presets
 from benchmark.contract import RunContext, Trained
 from benchmark.data.loaders import BatchStream, step_generator, to_tensor, weak_augment
 from benchmark.data.types import SemiSupervisedSplit
 from benchmark.errors import ConfigError
-from benchmark.files import atomic_write
+from benchmark.files import atomic_write, file_lock, stable_hash
 from benchmark.models import create_backbone, init_fingerprint
 from benchmark.training import TrainingLoop
 
-from ..registry import register_method
+from ..registry import Cost, Sizes, Stage, register_method
+from ..schema import MICSConfig
 from .dictionary import extract_features, shift_dictionary
 from .fusion import MICSClassifier
 from .pretraining import SynergisticPretrainer
@@ -44,7 +43,7 @@ from .pretraining import SynergisticPretrainer
 _log = logging.getLogger(__name__)
 # Bump when pre-training or the dictionary changes what a cached checkpoint holds.
 CACHE_VERSION = 1
-PRESETS: dict[str, dict] = yaml.safe_load((CONFIG_DIR / "methods" / "mics.yaml").read_text())["presets"]
+PRESETS: dict[str, dict] = method_presets("mics")
 
 
 def _check(settings: dict) -> None:
@@ -156,21 +155,26 @@ def _build_dictionary(encoders: dict, wli: np.ndarray, nbi: np.ndarray, num_clas
     return out
 
 
+def pretrain_key(cfg: dict, seed: int) -> dict:
+    """What a pre-training checkpoint is computed from, beyond the training pairs' count and classes (which
+    `cfg["data"]` fixes): cells with equal keys share one checkpoint."""
+    settings = cfg["method"]
+    return {"version": CACHE_VERSION, "data": cfg["data"], "model": cfg["model"],
+            "init": init_fingerprint(cfg["model"]), "pretrain": settings["pretrain"],
+            "dictionary": settings["dictionary"], "seed": seed}
+
+
 def _pretrain(data, cfg: dict, ctx: RunContext, num_classes: int | None = None) -> tuple[Path, bool]:
     """-> (checkpoint path, whether it was already there)."""
     settings = cfg["method"]
     _check(settings)
     wli, nbi, num_classes = _training_pairs(data, num_classes)
-    key = {"version": CACHE_VERSION, "data": cfg["data"], "model": cfg["model"],
-           "init": init_fingerprint(cfg["model"]), "pretrain": settings["pretrain"],
-           "dictionary": settings["dictionary"], "seed": ctx.seed, "num_classes": num_classes, "num_pairs": len(wli)}
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
-    folder = Path(ctx.cache_dir) / "mics-pretrain" / digest
+    key = {**pretrain_key(cfg, ctx.seed), "num_classes": num_classes, "num_pairs": len(wli)}
+    folder = Path(ctx.cache_dir) / "mics-pretrain" / stable_hash(key)
     path = folder / "pretrained.pt"
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / "lock", "w") as lock:
-        if distributed.is_main():  # under torchrun rank 0 holds the lock for all and says what it found
-            fcntl.flock(lock, fcntl.LOCK_EX)  # a second process asking for the same checkpoint waits here
+    # A second process asking for the same checkpoint waits at the lock; under torchrun rank 0 holds it for
+    # all and says what it found.
+    with file_lock(folder / "lock", enabled=distributed.is_main()):
         if distributed.broadcast_object(path.exists()):
             _log.info("MICS pre-training reused: %s", path)
             return path, True
@@ -185,7 +189,8 @@ def _pretrain(data, cfg: dict, ctx: RunContext, num_classes: int | None = None) 
                 stats.update(dictionary_s=round(time.perf_counter() - start, 2), dictionary_cpu_s=round(time.process_time() - cpu, 2))
                 with atomic_write(path) as tmp:
                     torch.save({"key": key, "encoders": encoders, "dictionary": dictionary, "stats": stats}, tmp)
-                (folder / "key.json").write_text(json.dumps(key, indent=1, sort_keys=True, default=str))
+                with atomic_write(folder / "key.json") as tmp:
+                    tmp.write_text(json.dumps(key, indent=1, sort_keys=True, default=str))
                 _log.info("MICS pre-training done: %s", stats)
     distributed.barrier()  # the other processes read the checkpoint rank 0 has just written
     return path, False
@@ -234,14 +239,42 @@ def train(data: SemiSupervisedSplit, cfg: dict, ctx: RunContext) -> Trained:
     return trained
 
 
-def stages(cfg: dict, data: SemiSupervisedSplit) -> dict[str, int]:
-    """The iterations of each stage of one run (`benchmark.budget` scales MICS's time constants to them)."""
-    return {"train": int(cfg["train"]["iterations"]),
-            "pretrain": pretrain_iterations(cfg["method"]["pretrain"], len(data.train_index)),
-            "finetune": finetune_iterations(cfg, len(data.labeled))}
+def _pretrain_stage_iterations(cfg: dict, sizes: Sizes) -> int:
+    return pretrain_iterations(cfg["method"]["pretrain"], sizes["train"])
 
 
-register_method("mics", modes=("fused",), stages=stages,
+def _finetune_stage_iterations(cfg: dict, sizes: Sizes) -> int:
+    return finetune_iterations(cfg, sizes["labeled"])
+
+
+def _finetune_eval_every(cfg: dict) -> int:
+    return int(deep_merge(cfg["train"], cfg["method"]["finetune"]["train"])["eval_every"])
+
+
+def _shared_pretraining(cfg: dict) -> str:
+    return stable_hash(pretrain_key(cfg, cfg["seed"]))
+
+
+def _shortened(cfg: dict, steps: int, num_pairs: int) -> dict:
+    """`steps` pre-training and `steps` fine-tuning steps, one validation at the end."""
+    cfg = copy.deepcopy(cfg)
+    cfg["train"].update(iterations=steps, eval_every=steps)
+    pcfg, fcfg = cfg["method"]["pretrain"], cfg["method"]["finetune"]
+    per_epoch = max(1, num_pairs // int(pcfg["batch_size"]))
+    pcfg["epochs"] = (steps - 0.5) / per_epoch  # rounded up to `steps` by _epochs_to_iterations
+    fcfg["epochs"] = None  # the fine-tuning then runs its train.iterations
+    fcfg["train"] = {**fcfg["train"], "iterations": steps, "eval_every": steps}
+    return cfg
+
+
+# Pre-training and the dictionary (no validation) once per cache key, then the fine-tuning.
+COST = Cost(stages=(Stage("pretrain", _pretrain_stage_iterations, eval_every=None, shared_key=_shared_pretraining,
+                          extra="dictionary_s"),
+                    Stage("finetune", _finetune_stage_iterations, eval_every=_finetune_eval_every)),
+            shorten=_shortened)
+
+register_method("mics", modes=("fused",), config=MICSConfig, cost=COST,
                 description="MICS: synergistic pre-training, shift vector dictionary, fusion + TMC fine-tuning")(train)
 for _name, _preset in PRESETS.items():
-    register_method(_name, modes=("fused",), description=_preset["description"], group="ablation", stages=stages)(train)
+    register_method(_name, modes=("fused",), description=_preset["description"], group="ablation",
+                    config=MICSConfig, cost=COST)(train)

@@ -19,6 +19,7 @@ from benchmark.training import TrainingLoop
 
 from ..common import LabeledBatches, UnlabeledBatches, WLIClassifier
 from ..registry import register_method
+from ..schema import SIAVCConfig
 from .cam import MixRatioDiscriminator, cross_set_loss, cross_set_mix
 from .sab import SuperAugmentationBlock
 from .threshold import SelfAdaptiveThreshold
@@ -37,7 +38,8 @@ class SIAVCNet(WLIClassifier):
 
 
 @register_method("siavc", modes=("single", "multi"),
-                 description="SIAVC (TCSVT 2024), video->image: super augmentation block, cross-set augmentation")
+                 description="SIAVC (TCSVT 2024), video->image: super augmentation block, cross-set augmentation",
+                 config=SIAVCConfig)
 def train(data: SemiSupervisedSplit, cfg: dict, ctx: RunContext) -> Trained:
     hp, tr = cfg["method"], cfg["train"]
     backbone = create_backbone(cfg["model"], data.num_classes)

@@ -120,7 +120,7 @@ class USBRun:
         ssl_iters = self.iterations - self.warmup
         owned = self._harness_args(ssl_iters, batch, uratio)
         for key in method:
-            where = f"'{key}' in configs/methods/{name}.yaml"
+            where = f"'{key}' in benchmark/configs/methods/{name}.yaml"
             if key not in known:
                 raise ConfigError(f"unknown semilearn argument {where}; valid: {', '.join(sorted(set(known) - set(owned)))}")
             if key in owned:
@@ -140,7 +140,7 @@ class USBRun:
             "num_classes": data.num_classes, "num_labels": len(data.labeled),
             "lb_dest_len": len(data.labeled), "ulb_dest_len": len(data.unlabeled),
             "num_train_iter": ssl_iters, "batch_size": batch, "uratio": uratio,
-            "eval_batch_size": int(train.get("eval_batch_size", 256)),
+            "eval_batch_size": int(train["eval_batch_size"]),
             "dataset": "mics-bench-arrays",  # unknown to semilearn: it loads no data
             "save_dir": str(self.ctx.run_dir), "save_name": "usb", "resume": False,
             "gpu": dev.index if dev.type == "cuda" else None,
@@ -148,7 +148,7 @@ class USBRun:
             # loading); fit() turns them on under torchrun.
             "distributed": False, "rank": 0, "world_size": 1, "num_workers": 0,
             "net": self.cfg["model"]["arch"], "use_pretrain": False, "pretrain_path": "",
-            "optim": "AdamW", "lr": float(train["lr"]), "weight_decay": float(train.get("weight_decay", 0.0)),
+            "optim": "AdamW", "lr": float(train["lr"]), "weight_decay": float(train["weight_decay"]),
             "amp": False,  # TrainingLoop's autocast and GradScaler
             "ema_m": 0.0,  # semilearn's EMA never runs; TrainingLoop's EMA is the evaluated model
         }
@@ -202,7 +202,7 @@ class USBRun:
     @torch.no_grad()
     def validation_loss(self) -> float:
         """Mean cross-entropy on the validation split: Dash's rho_init."""
-        logits = predict_logits(self.model, self.data.val, self.ctx.device, int(self.cfg["train"].get("eval_batch_size", 256)))
+        logits = predict_logits(self.model, self.data.val, self.ctx.device, int(self.cfg["train"]["eval_batch_size"]))
         return F.cross_entropy(logits, torch.as_tensor(self.data.val.labels)).item()
 
     # -- the algorithm's own state, checkpointed with the loop ------------------------------------

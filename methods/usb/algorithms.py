@@ -1,36 +1,45 @@
 """The five USB baselines of Table II. Each is semilearn's own algorithm class (its hooks and
-`train_step`), run by `USBRun`; hyper-parameters live in configs/methods/<name>.yaml."""
+`train_step`), run by `USBRun`; hyper-parameters live in benchmark/configs/methods/<name>.yaml."""
 from __future__ import annotations
 
 from benchmark.contract import RunContext, Trained
 from benchmark.data.types import SemiSupervisedSplit
 
-from ..registry import register_method
+from benchmark.contract import VIEW_MODES
+
+from ..registry import Cost, register_method
+from ..schema import DashConfig, FixMatchConfig, FlexMatchConfig, FreeMatchConfig, SoftMatchConfig
 from .adapter import USBRun
 
-MODES = ("single", "multi")  # multi: the strong view is the paired NBI image
+
+def _dash_warmup(cfg: dict) -> int:
+    """Dash's supervised warm-up steps, inside train.iterations; a validation pass then gives rho_init."""
+    return int(cfg["method"]["num_wu_iter"])
 
 
-@register_method("fixmatch", MODES, "FixMatch (USB): fixed confidence threshold 0.95")
+@register_method("fixmatch", VIEW_MODES, "FixMatch (USB): fixed confidence threshold 0.95", config=FixMatchConfig)
 def train_fixmatch(data: SemiSupervisedSplit, cfg: dict, ctx: RunContext) -> Trained:
     return USBRun("fixmatch", data, cfg, ctx).fit()
 
 
-@register_method("flexmatch", MODES, "FlexMatch (USB): class-wise curriculum thresholds")
+@register_method("flexmatch", VIEW_MODES, "FlexMatch (USB): class-wise curriculum thresholds", config=FlexMatchConfig)
 def train_flexmatch(data: SemiSupervisedSplit, cfg: dict, ctx: RunContext) -> Trained:
     return USBRun("flexmatch", data, cfg, ctx).fit()
 
 
-@register_method("dash", MODES, "Dash (USB): dynamic loss threshold after a supervised warm-up")
+@register_method("dash", VIEW_MODES, "Dash (USB): dynamic loss threshold after a supervised warm-up",
+                 config=DashConfig, cost=Cost(warmup=_dash_warmup))
 def train_dash(data: SemiSupervisedSplit, cfg: dict, ctx: RunContext) -> Trained:
     return USBRun("dash", data, cfg, ctx).fit()
 
 
-@register_method("freematch", MODES, "FreeMatch (USB): self-adaptive thresholds and fairness term")
+@register_method("freematch", VIEW_MODES, "FreeMatch (USB): self-adaptive thresholds and fairness term",
+                 config=FreeMatchConfig)
 def train_freematch(data: SemiSupervisedSplit, cfg: dict, ctx: RunContext) -> Trained:
     return USBRun("freematch", data, cfg, ctx).fit()
 
 
-@register_method("softmatch", MODES, "SoftMatch (USB): truncated-Gaussian weights, distribution alignment")
+@register_method("softmatch", VIEW_MODES, "SoftMatch (USB): truncated-Gaussian weights, distribution alignment",
+                 config=SoftMatchConfig)
 def train_softmatch(data: SemiSupervisedSplit, cfg: dict, ctx: RunContext) -> Trained:
     return USBRun("softmatch", data, cfg, ctx).fit()

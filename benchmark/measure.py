@@ -1,4 +1,5 @@
-"""What a training step costs, where a grid's time goes: the measurements behind `python -m benchmark perf`.
+"""What a training step costs: the measurements behind `python -m benchmark perf` (`benchmark.estimate`
+turns them into a grid's wall time).
 
 Ours against bare. `measure_method` runs a method's real `train` (its TrainingLoop, its batch assembly
 and augmentation from the cached arrays) for a few steps, watching the end of every step through the
@@ -14,10 +15,8 @@ through a network in one step (for an SSL method, labeled + weak + strong batch)
 Wall and CPU time (`time.process_time`, every thread of the process) are both kept: on a shared
 machine the wall figures move with the load, the CPU figures much less.
 
-The grid estimate (`estimate_grid`, also printed by `run --dry-run` from `reports/perf.json`) adds up,
-per cell, the configured iterations times the measured step time, the evaluations, the method's setup
-and the runner's own work; MICS's pre-training and dictionary once per (dataset, seed, pre-training
-configuration).
+A method with several training loops (its `Cost` stages, e.g. MICS's pre-training and fine-tuning)
+gets the figures of each; the measured run's config comes from its `Cost.shorten`.
 """
 from __future__ import annotations
 
@@ -29,26 +28,21 @@ import statistics
 import tempfile
 import time
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterator
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
 
 import methods
+from methods.registry import REFERENCE
 
 from . import budget
 from .contract import RunContext
-from .data import dataset_key, load_dataset, make_split
-from .data.cache import cache_root, key_of
-from .data.splits import labeled_indices, split_indices
-from .data.synthetic import synthetic_labels
+from .data import load_dataset, make_split
 from .data.types import SemiSupervisedSplit
-from .errors import BenchmarkError
 from .results import write_json_atomic
 from .runner import Cell, cell_configs, run_cell
 from .runtime import code_version, peak_rss_mb, resolve_amp, seed_everything
@@ -58,7 +52,7 @@ PERF_FILE = "perf.json"
 SKIP = 3  # untimed first steps of a loop: allocation, optimizer state, the first-call costs of libraries
 LABELS = 50.0  # label ratio of the measured runs (batch shapes do not depend on it)
 SEED = 0
-SUPERVISED = ("supervised", "single")  # its config is always built: the runner-overhead cell
+SUPERVISED = (REFERENCE, "single")  # its config is always built: the runner-overhead cell
 
 Pair = tuple[str, str]  # (method, mode)
 
@@ -203,7 +197,7 @@ class BareLoop:
 
 @dataclass
 class LoopFigures:
-    """One training loop of a method (`train`; MICS: `pretrain`, then `finetune`)."""
+    """One training loop of a method (a `Stage` of its `Cost`: usually `train`)."""
 
     ours: StepTimes = field(default_factory=StepTimes)
     bare: StepTimes = field(default_factory=StepTimes)
@@ -266,36 +260,17 @@ class MethodFigures:
     loops: dict[str, LoopFigures]
     setup_s: float  # building the method and finishing the run, beyond steps and evaluation
     eval_img_s: float  # validation/test images per second through the trained predictor
-    dictionary_s: float | None  # MICS: the shift vector dictionary's build
+    extras: dict[str, float]  # once-per-run costs a stage declares (`Stage.extra`), e.g. MICS's dictionary_s
 
     def summary(self) -> dict:
         main = list(self.loops.values())[-1]  # the loop that trains the evaluated model
-        out = {**main.summary(), "setup_s": self.setup_s, "eval_img_s": self.eval_img_s,
-               "loops": {name: {**f.summary(), "iterations_measured": f.iterations} for name, f in self.loops.items()}}
-        if self.dictionary_s is not None:
-            out["dictionary_s"] = self.dictionary_s
-        return out
+        return {**main.summary(), "setup_s": self.setup_s, "eval_img_s": self.eval_img_s, **self.extras,
+                "loops": {name: {**f.summary(), "iterations_measured": f.iterations} for name, f in self.loops.items()}}
 
 
-def shortened(cfg: dict, family: str, iterations: int, n_train: int) -> dict:
-    """The config of a measured run: `iterations` steps per training loop, one evaluation at the end.
-    Nothing else changes, so the steps are the configured ones."""
-    cfg = copy.deepcopy(cfg)
-    cfg["train"]["iterations"] = iterations
-    cfg["train"]["eval_every"] = iterations
-    if family == "mics":
-        pcfg, fcfg = cfg["method"]["pretrain"], cfg["method"]["finetune"]
-        per_epoch = max(1, n_train // int(pcfg["batch_size"]))
-        pcfg["epochs"] = (iterations - 0.5) / per_epoch  # rounded up to `iterations` by MICS
-        fcfg["epochs"] = None  # the fine-tuning then runs its train.iterations
-        fcfg["train"] = {**fcfg.get("train", {}), "iterations": iterations, "eval_every": iterations}
-    return cfg
-
-
-def skip_steps(cfg: dict) -> int:
-    """Untimed first steps: SKIP, after Dash's supervised warm-up and its first SSL step (which computes
-    the validation loss): those are not its training step."""
-    warmup = int(cfg["method"].get("num_wu_iter", 0) or 0)
+def skip_steps(warmup: int) -> int:
+    """Untimed first steps: SKIP, after a supervised warm-up and the first step after it (Dash's computes
+    the validation loss): those are not the method's training step."""
     return SKIP + (warmup + 1 if warmup else 0)
 
 
@@ -306,16 +281,16 @@ def measure_method(name: str, mode: str, cfg: dict, split: SemiSupervisedSplit, 
     n_train = len(split.train_index)
 
     def measured_config(iterations: int) -> dict:  # time constants scaled to the measured run, as the runner does
-        short = shortened(cfg, spec.family, iterations, n_train)
-        return budget.apply(short, spec.stage_iterations(short, split))
+        short = spec.cost.shorten(cfg, iterations, n_train)
+        return budget.apply(short, spec.stage_iterations(short, split.sizes()))
 
-    skip = skip_steps(measured_config(SKIP + steps))
+    skip = skip_steps(spec.cost.warmup(measured_config(SKIP + steps)))
     run_cfg = measured_config(skip + steps)
-    amp = resolve_amp(cfg["runtime"].get("amp", "auto"), device)
+    amp = resolve_amp(cfg["runtime"]["amp"], device)
     hook = Interleaver(skip, float(cfg["train"]["lr"]), amp, device)
     folder = Path(tempfile.mkdtemp(prefix=f"{name}-{mode}-", dir=workdir))
     ctx = RunContext(device=device, seed=SEED, run_dir=folder, cache_dir=folder / "cache", amp=amp,
-                     compile=bool(cfg["runtime"].get("compile", False)), progress=hook)
+                     compile=bool(cfg["runtime"]["compile"]), progress=hook)
     seed_everything(SEED)
     start = time.perf_counter()
     trained = spec.train(split, run_cfg, ctx)
@@ -324,13 +299,14 @@ def measure_method(name: str, mode: str, cfg: dict, split: SemiSupervisedSplit, 
         if not figures.ours.wall or not figures.bare.wall:
             raise RuntimeError(f"{name}/{mode}: loop '{loop}' ran {figures.iterations} steps, none timed")
 
-    batch = int(cfg["train"].get("eval_batch_size", 256))
+    batch = int(cfg["train"]["eval_batch_size"])
     start = time.perf_counter()
     predict_logits(trained.best, split.val, device, batch)
     eval_s = time.perf_counter() - start
-    dictionary_s = trained.info.get("pretrain", {}).get("dictionary_s")
-    setup_s = max(0.0, train_s - hook.steps_s - hook.hook_s - eval_s - (dictionary_s or 0.0))
-    return MethodFigures(f"{name}/{mode}", hook.loops, setup_s, len(split.val) / eval_s, dictionary_s)
+    extras = {stage.extra: trained.info[stage.loop][stage.extra] for stage in spec.cost.stages
+              if stage.extra is not None and stage.extra in trained.info.get(stage.loop, {})}
+    setup_s = max(0.0, train_s - hook.steps_s - hook.hook_s - eval_s - sum(extras.values()))
+    return MethodFigures(f"{name}/{mode}", hook.loops, setup_s, len(split.val) / eval_s, extras)
 
 
 # -------------------------------------------------------------------------------------- loader
@@ -342,7 +318,7 @@ def measure_loader(split: SemiSupervisedSplit, cfg: dict, mode: str, device: tor
     from methods.common import LabeledBatches, UnlabeledBatches
 
     batch = int(cfg["train"]["batch_size"])
-    unlabeled_batch = batch * int(cfg["train"].get("uratio", 1))
+    unlabeled_batch = batch * int(cfg["train"]["uratio"])
     labeled = LabeledBatches(split.labeled, batch, SEED, device)
     unlabeled = UnlabeledBatches(split.unlabeled, unlabeled_batch, SEED, device, mode)
     labeled(0), unlabeled(0)  # first calls: imports, the RandAugment policy
@@ -361,13 +337,13 @@ def measure_loader(split: SemiSupervisedSplit, cfg: dict, mode: str, device: tor
 def measure_cell_overhead(supervised: tuple[dict, float], device: torch.device, workdir: Path) -> dict:
     """What a cell costs beyond its method's `train` and the three test passes (best, last, embed): the
     runner's split, files, record and results table (`cell_overhead_s`); and what the first cell of a
-    process pays once more (`first_cell_extra_s`: TensorBoard's import, ...). From one tiny `supervised`
-    cell, trained bare-handed, then through `run_cell`, each twice."""
+    process pays once more (`first_cell_extra_s`: TensorBoard's import, ...). From one tiny cell of the
+    reference method (`methods.registry.REFERENCE`), trained bare-handed, then through `run_cell`, each twice."""
     cfg, labels = copy.deepcopy(supervised[0]), supervised[1]
     cfg["train"]["iterations"] = cfg["train"]["eval_every"] = 2
     split = split_for(cfg, labels)
-    spec = methods.get_method("supervised")
-    amp = resolve_amp(cfg["runtime"].get("amp", "auto"), device)
+    spec = methods.get_method(REFERENCE)
+    amp = resolve_amp(cfg["runtime"]["amp"], device)
     train_s = []
     for _ in range(2):
         ctx = RunContext(device=device, seed=SEED, run_dir=Path(tempfile.mkdtemp(dir=workdir)),
@@ -376,11 +352,11 @@ def measure_cell_overhead(supervised: tuple[dict, float], device: torch.device, 
         trained = spec.train(split, cfg, ctx)
         train_s.append(time.perf_counter() - start)
     start = time.perf_counter()
-    predict_logits(trained.best, split.test, device, int(cfg["train"].get("eval_batch_size", 256)))
+    predict_logits(trained.best, split.test, device, int(cfg["train"]["eval_batch_size"]))
     test_pass_s = time.perf_counter() - start
     cell_s = []
     for attempt in range(2):
-        cell = Cell(split.dataset, "supervised", "single", labels, SEED)
+        cell = Cell(split.dataset, REFERENCE, "single", labels, SEED)
         start = time.perf_counter()
         outcome = run_cell(cell, cfg, workdir / f"cells{attempt}", str(device))
         cell_s.append(time.perf_counter() - start)
@@ -388,145 +364,6 @@ def measure_cell_overhead(supervised: tuple[dict, float], device: torch.device, 
             raise RuntimeError(f"the runner-overhead cell did not finish: {outcome.status} {outcome.message}")
     return {"cell_overhead_s": max(0.0, cell_s[1] - train_s[1] - 3 * test_pass_s),
             "first_cell_extra_s": max(0.0, cell_s[0] - cell_s[1])}
-
-
-# ------------------------------------------------------------------------------------- estimate
-
-
-def _dataset_labels(data_cfg: dict) -> np.ndarray | None:
-    """Labels of a dataset without decoding it: from its cache, or (synthetic) from its fixed order;
-    None when neither is available."""
-    try:
-        key = dataset_key(data_cfg)
-    except BenchmarkError:
-        return None
-    cached = cache_root() / f"{key['name']}-{key_of(key)}" / "labels.npy"
-    if cached.exists():
-        return np.load(cached)
-    if key["name"] == "synthetic":
-        return synthetic_labels(int(key["num_per_class"]))
-    return None
-
-
-@lru_cache(maxsize=None)
-def _split_sizes(data_json: str, labels: float, seed: int) -> dict[str, int] | None:
-    data_cfg = json.loads(data_json)
-    y = _dataset_labels(data_cfg)
-    if y is None:
-        return None
-    parts = split_indices(y, tuple(data_cfg.get("split", (0.6, 0.2, 0.2))), seed)
-    classes = tuple(str(c) for c in range(int(y.max()) + 1))
-    n_labeled = len(labeled_indices(parts["train"], y, labels, seed, classes))
-    return {"train": len(parts["train"]), "labeled": n_labeled, "val": len(parts["val"]), "test": len(parts["test"])}
-
-
-def split_sizes(cfg: dict, record: dict) -> tuple[dict[str, int], bool]:
-    """(sizes of the cell's split, whether exact); else those of the perf run's own split."""
-    sizes = _split_sizes(json.dumps(cfg["data"], sort_keys=True, default=str), float(cfg["labels"]), int(cfg["seed"]))
-    return (sizes, True) if sizes is not None else (record["sizes"], False)
-
-
-def _evaluations(iterations: int, eval_every: int) -> int:
-    """TrainingLoop evaluates every `eval_every` steps and after the last."""
-    return iterations // eval_every + (1 if iterations % eval_every else 0)
-
-
-def _figures_for(method: str, mode: str, record: dict) -> dict | None:
-    """The measured figures of a method and mode; else of its family in that mode (e.g. an ablation
-    preset takes MICS's); else None."""
-    measured = record["methods"]
-    if f"{method}/{mode}" in measured:
-        return measured[f"{method}/{mode}"]
-    family = methods.get_method(method).family
-    for key, figures in measured.items():
-        name, key_mode = key.split("/")
-        if key_mode == mode and methods.get_method(name).family == family:
-            return figures
-    return None
-
-
-@dataclass
-class GridEstimate:
-    seconds: float
-    cells: int
-    per_method: dict[str, float]  # method -> seconds
-    unmeasured: list[str]  # method/mode without figures (not counted)
-    approximate_sizes: bool  # some split sizes were not known and taken from the perf run's split
-
-    def line(self) -> str:
-        text = (f"estimated wall time: {self.seconds:.0f} s ({self.seconds / 60:.1f} min) for {self.cells} cells "
-                f"run one after another in one process")
-        if self.unmeasured:
-            text += f"; not counted, no figures: {', '.join(sorted(set(self.unmeasured)))}"
-        if self.approximate_sizes:
-            text += "; split sizes of a dataset not cached yet taken from the perf run's"
-        return text
-
-
-def estimate_grid(cells: list[Cell], configs: list[dict], record: dict) -> GridEstimate:
-    """Wall seconds of running `cells` one after the other in one process, from `record` (perf.json).
-
-    Per cell: setup + iterations x step + evaluations (every eval_every steps and at the end on
-    validation, three passes on test) + the runner's own work. Dash: its warm-up iterations at the
-    `supervised` step time (they are supervised steps) and one validation pass for rho_init. MICS: the
-    fine-tuning iterations at its step time; pre-training and the dictionary once per (dataset, seed,
-    pre-training configuration), as the cache shares them. Once per process: start-up and first-use
-    imports (`fixed_s`)."""
-    total = record["fixed_s"]
-    per_method: dict[str, float] = {}
-    unmeasured: list[str] = []
-    pretrainings: set[str] = set()
-    approximate = False
-    for cell, cfg in zip(cells, configs):
-        figures = _figures_for(cell.method, cell.mode, record)
-        if figures is None:
-            unmeasured.append(f"{cell.method}/{cell.mode}")
-            continue
-        sizes, exact = split_sizes(cfg, record)
-        approximate |= not exact
-        eval_per_image = 1.0 / figures["eval_img_s"]
-        seconds = record["cell_overhead_s"] + figures["setup_s"] + 3 * sizes["test"] * eval_per_image
-        if methods.get_method(cell.method).family == "mics":
-            from methods.mics.method import finetune_iterations, pretrain_iterations
-
-            pretrain = pretrain_iterations(cfg["method"]["pretrain"], sizes["train"])
-            finetune = finetune_iterations(cfg, sizes["labeled"])
-            train = {**cfg["train"], **cfg["method"]["finetune"].get("train", {})}
-            seconds += finetune * figures["loops"]["finetune"]["ours_step_s"]
-            seconds += _evaluations(finetune, int(train.get("eval_every", finetune))) * sizes["val"] * eval_per_image
-            key = json.dumps([cell.dataset, cell.seed, cfg["data"], cfg["model"], cfg["method"]["pretrain"],
-                              cfg["method"]["dictionary"]], sort_keys=True, default=str)
-            if pretrain and key not in pretrainings:
-                pretrainings.add(key)
-                seconds += pretrain * figures["loops"]["pretrain"]["ours_step_s"] + figures.get("dictionary_s", 0.0)
-        else:
-            iterations = int(cfg["train"]["iterations"])
-            warmup = int(budget.apply(cfg, {"train": iterations})["method"].get("num_wu_iter", 0) or 0)
-            supervised = record["methods"].get("supervised/single", figures)
-            seconds += (iterations - warmup) * figures["ours_step_s"] + warmup * supervised["ours_step_s"]
-            evaluations = _evaluations(iterations, int(cfg["train"].get("eval_every", iterations)))
-            seconds += (evaluations + (1 if warmup else 0)) * sizes["val"] * eval_per_image
-        total += seconds
-        per_method[cell.method] = per_method.get(cell.method, 0.0) + seconds
-    return GridEstimate(total, len(cells) - len(unmeasured), per_method, unmeasured, approximate)
-
-
-def read_record(reports: Path) -> dict | None:
-    path = Path(reports) / PERF_FILE
-    return json.loads(path.read_text()) if path.exists() else None
-
-
-def dry_run_estimate(cells: list[Cell], configs: list[dict], reports: Path) -> str:
-    """The line `run --dry-run` prints: the estimate for `cells` from the last `perf` of their profile."""
-    if not cells:
-        return "estimated wall time: 0 s, nothing to run"
-    record = read_record(reports)
-    profiles = {cfg["profile"] for cfg in configs}
-    if record is None or profiles != {record["profile"]}:
-        which = ", ".join(sorted(profiles))
-        return (f"estimated wall time: unknown, no measurement of profile {which} in {Path(reports) / PERF_FILE} "
-                f"(python -m benchmark perf --profile {which})")
-    return estimate_grid(cells, configs, record).line() + f" (figures of `perf` at {record['measured_at']})"
 
 
 # ------------------------------------------------------------------------------------ the record
@@ -543,6 +380,11 @@ def load_average() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
+def read_record(reports: Path) -> dict | None:
+    path = Path(reports) / PERF_FILE
+    return json.loads(path.read_text()) if path.exists() else None
+
+
 def write_record(record: dict, reports: Path) -> Path:
     path = Path(reports) / PERF_FILE
     write_json_atomic(path, record)
@@ -554,22 +396,21 @@ def consumed_img_s(method_figures: dict[str, dict], mode: str, images_per_step: 
     step over the quickest bare step (training with free data) among the methods that draw unlabeled
     batches in that mode (the supervised bounds draw labeled ones only)."""
     rates = [images_per_step / f["bare_step_s"] for key, f in method_figures.items()
-             if key.split("/")[1] == mode and methods.get_method(key.split("/")[0]).family != "bounds"]
+             if key.split("/")[1] == mode and methods.get_method(key.split("/")[0]).unlabeled]
     return max(rates) if rates else None
 
 
-def mics_stages(figures: dict) -> dict:
-    """MICS's stage costs, from its method figures: pre-training step, dictionary build, fine-tuning step."""
-    loops = figures["loops"]
-    out = {"finetune_step_s": loops["finetune"]["ours_step_s"],
-           "finetune_cpu_step_s": loops["finetune"]["ours_cpu_step_s"]}
-    if "pretrain" in loops:
-        pre = loops["pretrain"]
-        out.update(pretrain_step_s=pre["ours_step_s"], pretrain_cpu_step_s=pre["ours_cpu_step_s"],
-                   pretrain_ours_img_s=pre["ours_img_s"], pretrain_bare_img_s=pre["bare_img_s"],
-                   pretrain_overhead_ratio=pre["overhead_ratio"])
-    if "dictionary_s" in figures:
-        out["dictionary_s"] = figures["dictionary_s"]
+def stage_figures(name: str, figures: dict) -> dict:
+    """The stage costs of a method with several training loops (its `Cost` stages): each loop's step
+    (wall, CPU, ours against bare) and each stage's once-per-run extra."""
+    out = {}
+    for stage in methods.get_method(name).cost.stages:
+        loop = figures["loops"].get(stage.loop)
+        if loop is not None:
+            out[stage.loop] = {k: loop[k] for k in ("ours_step_s", "ours_cpu_step_s", "ours_img_s", "bare_img_s",
+                                                    "overhead_ratio")}
+        if stage.extra is not None and stage.extra in figures:
+            out.setdefault(stage.loop, {})[stage.extra] = figures[stage.extra]
     return out
 
 
@@ -613,10 +454,11 @@ def measure(profile: str, pairs: list[Pair], configs: dict[Pair, tuple[dict, flo
         if modes:  # the headline: the mode where the loader has the least margin
             worst = min(modes.values(), key=lambda m: m["img_s"] / (m["consumed_img_s"] or math.inf))
             record["loader"] = {"img_s": worst["img_s"], "consumed_img_s": worst["consumed_img_s"], "modes": modes}
-        mics = record["methods"].get("mics/fused")
-        if mics is not None:
-            record["mics"] = mics_stages(mics)
-            log(mics_line(record["mics"]))
+        for key, figures in record["methods"].items():
+            name = key.split("/")[0]
+            if len(methods.get_method(name).cost.stages) > 1:
+                record.setdefault("stages", {})[key] = stage_figures(name, figures)
+                log(stages_line(key, record["stages"][key]))
         overhead = measure_cell_overhead(configs[SUPERVISED], device, workdir)
         record["cell_overhead_s"] = overhead["cell_overhead_s"]
         record["fixed_s"] += overhead["first_cell_extra_s"]
@@ -664,12 +506,11 @@ def loader_line(mode: str, loader: dict) -> str:
             f"{consumed or 0:.0f} img/s: {margin}")
 
 
-def mics_line(m: dict) -> str:
+def stages_line(key: str, stages: dict) -> str:
     parts = []
-    if "pretrain_step_s" in m:
-        parts.append(f"pre-training step {1000 * m['pretrain_step_s']:.1f} ms "
-                     f"(cpu {1000 * m['pretrain_cpu_step_s']:.1f}, ratio {m['pretrain_overhead_ratio']:.2f})")
-    if "dictionary_s" in m:
-        parts.append(f"dictionary {m['dictionary_s']:.2f} s")
-    parts.append(f"fine-tuning step {1000 * m['finetune_step_s']:.1f} ms (cpu {1000 * m['finetune_cpu_step_s']:.1f})")
-    return "MICS stages: " + ", ".join(parts)
+    for loop, f in stages.items():
+        if "ours_step_s" in f:
+            parts.append(f"{loop} step {1000 * f['ours_step_s']:.1f} ms (cpu {1000 * f['ours_cpu_step_s']:.1f}, "
+                         f"ratio {f['overhead_ratio']:.2f})")
+        parts += [f"{name} {value:.2f} s" for name, value in f.items() if name.endswith("_s") and "step" not in name]
+    return f"{key} stages: " + ", ".join(parts)

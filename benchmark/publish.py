@@ -1,0 +1,82 @@
+"""Every table and figure a results table allows, written as files (`report`, and `run` when it ends)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .contract import MODES
+from .files import atomic_write
+from .reference import ablation_presets
+from .report import (FULL, ablation_table, compare_paper, dataset_order, method_name, method_order, summarize, table2,
+                     to_latex, to_markdown)
+from .results import run_dir
+
+FORMATS = ("latex", "markdown")
+TITLES = {"table2": "Table II: semi-supervised classification",
+          "table3": "Table III: pre-training components of MICS",
+          "table4": "Table IV: fine-tuning components of MICS"}
+
+
+def write_reports(results: pd.DataFrame, out: Path, reports: Path, formats=FORMATS,
+                  compare: bool = False) -> list[Path]:
+    """Every table and figure the results allow; returns the files written."""
+    from . import plots  # matplotlib is slow to import: only when figures are drawn
+
+    written = []
+    tables = [("table2", table2(results), "tab:table2"),
+              ("table3", ablation_table(results, "III"), "tab:table3"),
+              ("table4", ablation_table(results, "IV"), "tab:table4")]
+    for name, table, label in tables:
+        if table is None:
+            continue
+        if "latex" in formats:
+            written.append(_write(reports / f"{name}.tex", to_latex(table, label)))
+        if "markdown" in formats:
+            written.append(_write(reports / f"{name}.md", f"# {TITLES[name]}\n\n{to_markdown(table)}"))
+    main_rows = results[~results["method"].isin(ablation_presets())]
+    if not main_rows.empty:
+        written.append(plots.accuracy_vs_labels(summarize(main_rows), reports / "accuracy_vs_labels.png"))
+        written += _confusion_figures(main_rows, out, reports, plots)
+    if compare:
+        written.append(_write(reports / "compare_paper.md", compare_paper(results)))
+    return written
+
+
+def _confusion_figures(results: pd.DataFrame, out: Path, reports: Path, plots) -> list[Path]:
+    """Per dataset, one confusion matrix per method and mode at the lowest label ratio, pooled over
+    seeds, in Table II's row order, from the test outputs each run saved (runs whose files are gone
+    are left out)."""
+    written = []
+    for dataset in dataset_order(results["dataset"]):
+        rows = results[(results["dataset"] == dataset) & (results["method"] != FULL)]
+        if rows.empty:
+            continue
+        lowest = rows["labels"].min()
+        rows = rows[rows["labels"] == lowest]
+        panels, classes = [], []
+        for mode in MODES:
+            for method in method_order(rows.loc[rows["mode"] == mode, "method"]):
+                counts = None
+                for seed in rows.loc[(rows["method"] == method) & (rows["mode"] == mode), "seed"]:
+                    path = run_dir(out, dataset, method, mode, lowest, int(seed)) / "test_outputs.npz"
+                    if not path.exists():
+                        continue
+                    with np.load(path) as saved:
+                        classes = [str(c) for c in saved["classes"]]
+                        cm = plots.confusion(saved["labels"], saved["logits"].argmax(1), len(classes))
+                    counts = cm if counts is None else counts + cm
+                if counts is not None:
+                    panels.append((f"{method_name(method)} ({mode})", counts))
+        if panels:
+            title = f"{dataset}: confusion matrices at {lowest:g}% labels (rows: true class)"
+            written.append(plots.confusion_figure(panels, classes, title,
+                                                  reports / f"confusion_{dataset}_labels{lowest:g}.png"))
+    return written
+
+
+def _write(path: Path, text: str) -> Path:
+    with atomic_write(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return path
