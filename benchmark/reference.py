@@ -7,17 +7,6 @@ import pandas as pd
 
 from .config import config_file
 
-# Paper setting -> (our method, row label). `pretrain-all` and `finetune-all` are both the full model.
-ABLATIONS: dict[str, tuple[str, str]] = {
-    "pretrain-consistency": ("mics_t3_consistency", "Consistency"),
-    "pretrain-consistency-reconstructive": ("mics_t3_consistency_reconstructive", "Consistency + reconstructive"),
-    "pretrain-all": ("mics", "MICS (all)"),
-    "vanilla": ("mics_t3_vanilla", "Vanilla"),
-    "finetune-wli": ("mics_t4_wli", "WLI encoder"),
-    "finetune-wli-nbi": ("mics_t4_wli_nbi", "WLI + NBI encoders"),
-    "finetune-wli-nbi-svd": ("mics_t4_wli_nbi_svd", "WLI + NBI encoders + SVD"),
-    "finetune-all": ("mics", "MICS (all)"),
-}
 # The component columns each table shows (the others are on in every row of that table).
 COMPONENTS: dict[str, tuple[str, ...]] = {
     "III": ("consistency", "reconstructive", "aligned"),
@@ -29,9 +18,19 @@ COMPONENT_NAMES = {
 }
 
 
+def ablations() -> dict[str, tuple[str, str]]:
+    """Paper setting -> (our method, row label), as each method declares at registration (`paper_rows`);
+    `pretrain-all` and `finetune-all` are both the full model."""
+    import methods
+
+    return {setting: (spec.name, label) for spec in methods.list_methods() for setting, label in spec.paper_rows}
+
+
 def ablation_presets() -> set[str]:
-    """Our ablation methods (the full model `mics` is not one: it is Table II's MICS)."""
-    return {method for method, _ in ABLATIONS.values()} - {"mics"}
+    """Our ablation methods (the full model is not one: it is Table II's MICS)."""
+    import methods
+
+    return {spec.name for spec in methods.list_methods("ablation")}
 
 
 def _read_csv(name: str) -> pd.DataFrame:
@@ -46,7 +45,8 @@ def _ablation_csv() -> pd.DataFrame:
 def ablation_layout(table: str) -> list[tuple[str, str, tuple[bool, ...]]]:
     """Rows of Table III or IV in the paper's order: (our method, label, component check marks)."""
     rows = _ablation_csv().query("table == @table").drop_duplicates("setting")
-    return [(*ABLATIONS[r.setting], tuple(bool(getattr(r, c)) for c in COMPONENTS[table]))
+    names = ablations()
+    return [(*names[r.setting], tuple(bool(getattr(r, c)) for c in COMPONENTS[table]))
             for r in rows.itertuples()]
 
 
@@ -55,6 +55,7 @@ def paper_numbers() -> pd.DataFrame:
     t2 = _read_csv("table2.csv")
     t2 = t2.assign(table="II", method=t2["method"].str.lower())
     ab = _ablation_csv()
-    ab = ab.assign(method=ab["setting"].map(lambda s: ABLATIONS[s][0]), mode="fused")
+    names = ablations()
+    ab = ab.assign(method=ab["setting"].map(lambda s: names[s][0]), mode="fused")
     cols = ["table", "method", "mode", "dataset", "labels", "top1"]
     return pd.concat([t2[cols], ab[cols]], ignore_index=True).astype({"labels": float})

@@ -117,9 +117,6 @@ class BatchStream:
             out.extend(perm[offset : offset + take])
         return np.asarray(out, dtype=np.int64)
 
-    def steps_per_epoch(self) -> int:
-        return max(1, self.size // self.batch_size)
-
 
 def eval_batches(
     part: PairedArrays, batch_size: int, device: torch.device | str

@@ -274,7 +274,9 @@ COST = Cost(stages=(Stage("pretrain", _pretrain_stage_iterations, eval_every=Non
             shorten=_shortened)
 
 register_method("mics", modes=("fused",), config=MICSConfig, cost=COST,
-                description="MICS: synergistic pre-training, shift vector dictionary, fusion + TMC fine-tuning")(train)
+                description="MICS: synergistic pre-training, shift vector dictionary, fusion + TMC fine-tuning",
+                paper_rows=(("pretrain-all", "MICS (all)"), ("finetune-all", "MICS (all)")))(train)
 for _name, _preset in PRESETS.items():
     register_method(_name, modes=("fused",), description=_preset["description"], group="ablation",
-                    config=MICSConfig, cost=COST)(train)
+                    config=MICSConfig, cost=COST,
+                    paper_rows=((_preset["paper"]["setting"], _preset["paper"]["label"]),))(train)
