@@ -1,6 +1,7 @@
-"""`perf`: training throughput of every method against a bare PyTorch loop, the loader's throughput,
-the stage costs of methods with several training loops (MICS), peak memory and the grid's estimated wall time; printed and written to
-`<reports>/perf.json` so the figures can be compared from one version to the next (docs/perf.md)."""
+"""`perf`: training throughput of every method against a bare PyTorch loop, the loader's throughput, the
+stage costs of methods with several training loops (MICS), peak memory (`benchmark.measure`) and the grid's
+estimated wall time (`benchmark.estimate`); printed and written to `<reports>/perf.json` so the figures can
+be compared from one version to the next (docs/perf.md)."""
 from __future__ import annotations
 
 import argparse
