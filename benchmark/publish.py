@@ -9,8 +9,8 @@ import pandas as pd
 from .contract import MODES
 from .files import atomic_write
 from .reference import ablation_presets
-from .report import (FULL, ablation_table, compare_paper, dataset_order, method_name, method_order, summarize, table2,
-                     to_latex, to_markdown)
+from .report import (FULL, ablation_table, compare_paper, dataset_order, health_report, method_name, method_order,
+                     summarize, table2, to_latex, to_markdown)
 from .results import run_dir
 
 FORMATS = ("latex", "markdown")
@@ -35,6 +35,7 @@ def write_reports(results: pd.DataFrame, out: Path, reports: Path, formats=FORMA
             written.append(_write(reports / f"{name}.tex", to_latex(table, label)))
         if "markdown" in formats:
             written.append(_write(reports / f"{name}.md", f"# {TITLES[name]}\n\n{to_markdown(table)}"))
+    written.append(_write(reports / "health.md", health_report(results)))
     main_rows = results[~results["method"].isin(ablation_presets())]
     if not main_rows.empty:
         written.append(plots.accuracy_vs_labels(summarize(main_rows), reports / "accuracy_vs_labels.png"))

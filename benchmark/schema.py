@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 from types import UnionType
-from typing import Any, Literal, Union
+from typing import Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_serializer
 
@@ -212,16 +212,16 @@ def defaults() -> dict:
 
 
 def _type_name(annotation: Any) -> str:
-    """`int`, `int | None`, `auto | cpu | cuda` (a Literal's values), `auto | bool`."""
-    args = getattr(annotation, "__args__", None)
-    if getattr(annotation, "__origin__", None) is Literal:
+    """`int`, `int | None`, `list[float]`, `auto | cpu | cuda` (a Literal's values), `auto | bool`."""
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin is Literal:
         return " | ".join(str(a) for a in args)
-    if args and getattr(annotation, "__origin__", None) in (Union, UnionType):
+    if origin in (Union, UnionType):
         return " | ".join(_type_name(a) for a in args)
     if annotation is type(None):
         return "None"
-    if args:
-        return f"{annotation.__origin__.__name__}[{', '.join(_type_name(a) for a in args)}]"
+    if origin is not None:
+        return f"{origin.__name__}[{', '.join(_type_name(a) for a in args)}]"
     return annotation.__name__
 
 
@@ -232,8 +232,8 @@ def describe(schema: type[BaseModel] = ProfileConfig, prefix: str = "", values: 
     for name, field in schema.model_fields.items():
         key = f"{prefix}{name}"
         annotation = field.annotation
-        nested = [a for a in getattr(annotation, "__args__", (annotation,)) if isinstance(a, type) and issubclass(a, BaseModel)]
-        if nested and getattr(annotation, "__origin__", None) is not list:
+        nested = [a for a in (get_args(annotation) or (annotation,)) if isinstance(a, type) and issubclass(a, BaseModel)]
+        if nested and get_origin(annotation) is not list:
             lines += describe(nested[0], key + ".", None if values is None else (values.get(name) or {}))
             continue
         if values is not None and name in values:
