@@ -19,7 +19,8 @@ import re
 from types import UnionType
 from typing import Any, Literal, Union, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_serializer
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_serializer
+from pydantic.fields import FieldInfo
 
 from .data import DATASETS
 from .errors import ConfigError
@@ -118,26 +119,23 @@ class TrainConfig(Section):
     ema_momentum: float = Field(0.0, ge=0.0, lt=1.0, description="EMA of the evaluated weights, 0 = none (usb_cv)")
 
 
-class TrainOverlay(Section):
-    """Some keys of `train` laid over the profile's (MICS's fine-tuning); an absent key keeps the profile's."""
-
-    iterations: int | None = Field(None, ge=1)
-    batch_size: int | None = Field(None, ge=1)
-    uratio: int | None = Field(None, ge=1)
-    eval_every: int | None = Field(None, ge=1)
-    eval_batch_size: int | None = Field(None, ge=1)
-    optimizer: Literal["adamw", "sgd"] | None = None
-    momentum: float | None = Field(None, ge=0.0, lt=1.0)
-    lr: float | None = Field(None, gt=0.0)
-    layer_decay: float | None = Field(None, gt=0.0, le=1.0)
-    min_lr: float | None = Field(None, ge=0.0)
-    weight_decay: float | None = Field(None, ge=0.0)
-    warmup_iterations: int | None = Field(None, ge=0)
-    ema_momentum: float | None = Field(None, ge=0.0, lt=1.0)
+class _Overlay(Section):
+    """Dumps only the keys it was given: an absent key keeps the value of what it is laid over."""
 
     @model_serializer(mode="wrap")
     def _set_keys_only(self, handler) -> dict:
         return {key: value for key, value in handler(self).items() if value is not None}
+
+
+def _overlay(schema: type[Section], name: str) -> type[Section]:
+    """A schema with `schema`'s keys, each optional (default None) with its type and range."""
+    fields = {key: (field.annotation | None, FieldInfo.merge_field_infos(field, default=None))
+              for key, field in schema.model_fields.items()}
+    return create_model(name, __base__=_Overlay, __doc__=f"Some keys of {schema.__name__}, laid over it.", **fields)
+
+
+# Some keys of `train` laid over the profile's (MICS's fine-tuning); an absent key keeps the profile's.
+TrainOverlay = _overlay(TrainConfig, "TrainOverlay")
 
 
 class RuntimeConfig(Section):
