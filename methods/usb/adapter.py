@@ -163,7 +163,7 @@ class USBRun:
         model_cfg = self.cfg["model"]  # not `self`: the algorithm keeps net_builder, and a cycle back to
         # this run would keep its split alive until the next full garbage collection
 
-        def net_builder(num_classes: int, **_ignored) -> USBNet:  # pretrained: cfg["model"]["pretrained"]
+        def net_builder(num_classes: int, **_ignored) -> USBNet:  # starting weights: cfg["model"]["init"]
             return USBNet(create_backbone(model_cfg, num_classes))
 
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
