@@ -70,8 +70,10 @@ def test_config_show_prints_the_effective_config(capsys) -> None:
     assert main(["config", "keys", "--method", "dash"]) == 0
     listing = capsys.readouterr().out.splitlines()
     assert len(listing) == len(describe()) + len(describe(methods.get_method("dash").config))
-    assert any(line.startswith("train.iterations: int = 150 (>= 1)  # training steps") for line in listing)
-    assert any(line.startswith("method.num_wu_iter: int = 2 (>= 0)") for line in listing)
+    iterations = load_profile("quick")["train"]["iterations"]
+    assert any(line.startswith(f"train.iterations: int = {iterations} (>= 1)  # training steps") for line in listing)
+    warmup = build_config("quick", "dash", "single", "synthetic", 5, 0)["method"]["num_wu_iter"]
+    assert any(line.startswith(f"method.num_wu_iter: int = {warmup} (>= 0)") for line in listing)
 
 
 def test_the_program_names_itself_and_its_version(capsys) -> None:
