@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from benchmark.contract import Batch
+from benchmark.contract import VIEW_MODES, Batch
 from benchmark.data.loaders import BatchStream, step_generator, to_tensor, weak_augment
 from benchmark.data.types import PairedArrays
 from benchmark.distributed import shard_rows

@@ -180,7 +180,7 @@ def test_slurm_executor_parameters(tmp_path, fake_slurm) -> None:
 
 @pytest.mark.parametrize("extra, message", [
     (["--executor", "slurm"], "--executor slurm: Could not detect \"srun\""),
-    (["--executor", "slurm", "--set", "executor.cluster=mars"], "unknown executor.cluster 'mars'"),
+    (["--executor", "slurm", "--set", "executor.cluster=mars"], "bad value 'mars' for executor.cluster"),
     (["--executor", "slurm", "--workers", "2"], "--workers is for --executor local"),
     (["--workers", "0"], "bad --workers 0"),
     (["--executor", "pbs"], "invalid choice: 'pbs'"),
