@@ -6,7 +6,7 @@ import importlib
 import sys
 
 from . import __version__
-from .errors import BenchmarkError
+from .errors import BenchmarkError, storage_error
 
 COMMANDS = {
     "run": "train and evaluate a grid of methods x modes x label ratios x seeds",
@@ -47,6 +47,11 @@ def main(argv: list[str] | None = None, prog: str = "mics-bench") -> int:
     except BenchmarkError as err:
         print(f"error: {err}", file=sys.stderr)
         return err.exit_code
+    except OSError as err:  # a full disk, a read-only folder: one line, not a chain of tracebacks
+        if storage_error(err) is None:
+            raise
+        print(f"error: {storage_error(err)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -23,6 +23,7 @@ import concurrent.futures as cf
 import importlib
 import multiprocessing
 import os
+import signal
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,7 @@ from .files import lock_holder
 from .schema import CLUSTERS
 from .results import rebuild_results_csv
 from .runner import LOG, Cell, Outcome, is_done, run_cell, summary_line
+from .lifetime import follow_parent
 
 EXECUTORS = ("local", "slurm")
 JOB_NAME = "mics-bench"
@@ -181,10 +183,10 @@ class _Worker:
     def _start(self) -> cf.ProcessPoolExecutor:
         # spawn, not fork: a forked child would inherit this process's threads and CUDA state.
         return cf.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
-                                      initializer=_start_worker, initargs=self.initargs)
+                                      initializer=_start_worker, initargs=(os.getpid(), *self.initargs))
 
     def submit(self, task: CellTask) -> cf.Future:
-        return self.pool.submit(task)
+        return self.pool.submit(_interruptible, task)
 
     def outcome(self, future: cf.Future, task: CellTask) -> Outcome:
         try:
@@ -199,12 +201,24 @@ class _Worker:
         self.pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _start_worker(threads: int, gpu: int | None) -> None:
-    """First thing in each worker process: its share of the CPU cores, and its own GPU.
+def _interruptible(task: CellTask) -> Outcome:
+    """A cell in a worker process: Ctrl-C interrupts it (the next run resumes it from its checkpoint),
+    while an idle worker ignores Ctrl-C (`follow_parent`) and so prints no traceback."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        return task()
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _start_worker(parent: int, threads: int, gpu: int | None) -> None:
+    """First thing in each worker process: it ends with its parent (`follow_parent`), takes its share
+    of the CPU cores, and its own GPU.
 
     `set_device` rather than CUDA_VISIBLE_DEVICES: the latter is read once, when CUDA initialises, which
     an import may already have done; "cuda" then means this GPU for everything the run does. A profile
     that sets `runtime.threads` overrides the thread count for its runs."""
+    follow_parent(parent)
     torch.set_num_threads(threads)
     if gpu is not None:
         torch.cuda.set_device(gpu)

@@ -1,5 +1,6 @@
 """Files that several processes share: written so that readers never see half of one, locked so that
-whatever must not happen twice at once does not, and named by a stable hash of what went into them.
+whatever must not happen twice at once does not, named by a stable hash of what went into them, and
+checked for being whole when read.
 
 Locks are `flock`s, which the kernel releases when their process dies, even by SIGKILL, so no lock is
 ever left stale."""
@@ -8,12 +9,20 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import socket
+import sys
 import time
+import zipfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
+
+from tqdm import tqdm
+
+_log = logging.getLogger(__name__)
+_warned: set[str] = set()
 
 
 def stable_hash(obj: Any, length: int = 16) -> str:
@@ -26,7 +35,8 @@ def stable_hash(obj: Any, length: int = 16) -> str:
 @contextmanager
 def atomic_write(path: Path) -> Iterator[Path]:
     """A temporary path beside `path` for the `with` block to write; renamed onto `path` when the block
-    ends normally, removed when it raises. A kill mid-write leaves `path` as it was."""
+    ends normally, removed when it raises. A kill mid-write leaves `path` as it was (and the temporary
+    file, which the next writer holding the same lock removes: `remove_stale_temporaries`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -87,3 +97,49 @@ def lock_holder(path: Path) -> str | None:
         return None
     finally:
         os.close(fd)
+
+
+def holder_is_gone(holder: str) -> bool:
+    """Whether the process a lock file names ("host pid N since ...") is known to have ended: it ran on
+    this host and its pid is free. A lock held while its holder is gone is held by a process that
+    inherited it, which the suite never lets happen; for another host nothing is known (False)."""
+    parts = holder.split()
+    if len(parts) < 3 or parts[0] != socket.gethostname() or parts[1] != "pid" or not parts[2].isdigit():
+        return False
+    try:
+        os.kill(int(parts[2]), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # another user's live process
+        return False
+    return False
+
+
+def remove_stale_temporaries(path: Path) -> None:
+    """Remove the temporary files `atomic_write(path)` left when its process was killed. Only for a
+    caller that holds the lock every writer of `path` holds: then no other writer is mid-write."""
+    for tmp in Path(path).parent.glob(f".{Path(path).name}.*.tmp"):
+        tmp.unlink(missing_ok=True)
+
+
+def zip_problem(path: Path, full: bool = False) -> str | None:
+    """What is wrong with a zip file (`.npz`, `torch.save`'s format), or None when it is whole.
+
+    Reading the central directory, which a zip file ends with, finds a truncated file at once;
+    `full` also reads every member and checks its CRC."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip() if full else None
+    except (OSError, zipfile.BadZipFile, EOFError, ValueError) as err:
+        return f"{type(err).__name__}: {err}"
+    return f"member {bad} fails its CRC check" if bad else None
+
+
+def warn_once(path: Path, problem: str, action: str) -> None:
+    """One line naming a damaged file, what is wrong with it and what is done about it; once per file
+    and process, however often the file is read."""
+    line = f"warning: damaged file {path} ({problem}): {action}"
+    if line not in _warned:
+        _warned.add(line)
+        tqdm.write(line, file=sys.stderr)  # the terminal, above any progress bar
+        _log.info(line)  # and the run's log, when a run is reading it

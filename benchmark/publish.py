@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 
 from .contract import MODES
-from .files import atomic_write
+from .files import atomic_write, warn_once, zip_problem
 from .reference import ablation_presets
 from .report import (FULL, ablation_table, compare_paper, dataset_order, health_report, method_name, method_order,
                      summarize, table2, to_latex, to_markdown)
@@ -48,7 +48,7 @@ def write_reports(results: pd.DataFrame, out: Path, reports: Path, formats=FORMA
 def _confusion_figures(results: pd.DataFrame, out: Path, reports: Path, plots) -> list[Path]:
     """Per dataset, one confusion matrix per method and mode at the lowest label ratio, pooled over
     seeds, in Table II's row order, from the test outputs each run saved (runs whose files are gone
-    are left out)."""
+    or damaged are left out)."""
     written = []
     for dataset in dataset_order(results["dataset"]):
         rows = results[(results["dataset"] == dataset) & (results["method"] != FULL)]
@@ -63,6 +63,9 @@ def _confusion_figures(results: pd.DataFrame, out: Path, reports: Path, plots) -
                 for seed in rows.loc[(rows["method"] == method) & (rows["mode"] == mode), "seed"]:
                     path = run_dir(out, dataset, method, mode, lowest, int(seed)) / "test_outputs.npz"
                     if not path.exists():
+                        continue
+                    if (problem := zip_problem(path, full=True)) is not None:
+                        warn_once(path, problem, "left out of the confusion matrices; `run` redoes its cell")
                         continue
                     with np.load(path) as saved:
                         classes = [str(c) for c in saved["classes"]]

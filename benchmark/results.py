@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import BenchmarkError
-from .files import atomic_write, file_lock
+from .files import atomic_write, file_lock, remove_stale_temporaries, warn_once
 
 RECORD = "result.json"
 FAILED = "failed.json"  # marker of a run that stopped with an error; its log says why
@@ -29,14 +29,34 @@ def write_json_atomic(path: Path, obj) -> None:
         tmp.write_text(json.dumps(obj, indent=1, default=str))
 
 
+# What every record has; a file without them is not a record (e.g. truncated, or edited by hand).
+RECORD_KEYS = ("method", "mode", "dataset", "labels", "seed", "test_top1", "test_top1_ci95", "config", "config_hash")
+
+
+def _read_json(path: Path, keys: tuple[str, ...], action: str) -> dict | None:
+    """The JSON object in `path`, None when it is missing; a damaged one (not JSON, or without `keys`)
+    is reported in one line and read as missing."""
+    if not path.exists():
+        return None
+    try:
+        obj = json.loads(path.read_bytes())
+        missing = [k for k in keys if k not in obj] if isinstance(obj, dict) else ["an object"]
+        problem = f"no {', '.join(missing)}" if missing else None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        problem = f"{type(err).__name__}: {err}"
+    if problem is None:
+        return obj
+    warn_once(path, problem, action)
+    return None
+
+
 def read_record(folder: Path) -> dict | None:
-    path = Path(folder) / RECORD
-    return json.loads(path.read_text()) if path.exists() else None
+    """The cell's record, or None when it has none, or a damaged one (its cell then runs again)."""
+    return _read_json(Path(folder) / RECORD, RECORD_KEYS, "ignored; its cell runs again")
 
 
 def read_failure(folder: Path) -> dict | None:
-    path = Path(folder) / FAILED
-    return json.loads(path.read_text()) if path.exists() else None
+    return _read_json(Path(folder) / FAILED, ("message",), "ignored")
 
 
 def bootstrap_ci95(correct: np.ndarray, resamples: int = 1000, seed: int = 0) -> tuple[float, float]:
@@ -49,7 +69,9 @@ def bootstrap_ci95(correct: np.ndarray, resamples: int = 1000, seed: int = 0) ->
 
 
 def collect_records(out: Path) -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted(Path(out).glob(f"runs/*/*/*/*/*/{RECORD}"))]
+    """Every readable record under `<out>/runs` (a damaged one is reported and left out)."""
+    records = (read_record(p.parent) for p in sorted(Path(out).glob(f"runs/*/*/*/*/*/{RECORD}")))
+    return [rec for rec in records if rec is not None]
 
 
 COLUMNS = [
@@ -74,24 +96,51 @@ def _row(rec: dict) -> dict:
     return row
 
 
+def records_table(out: Path) -> pd.DataFrame:
+    """The rows of every record under `<out>/runs`, sorted as in results.csv."""
+    table = pd.DataFrame([_row(rec) for rec in collect_records(out)], columns=COLUMNS)
+    if len(table):
+        table = table.sort_values(["dataset", "method", "mode", "labels", "seed"]).reset_index(drop=True)
+    return table
+
+
 def rebuild_results_csv(out: Path) -> pd.DataFrame:
-    """`<out>/results.csv` from every record under `<out>/runs`, written atomically.
+    """`<out>/results.csv` from every record under `<out>/runs`, written atomically, and only when it
+    changes (so a finished, read-only output folder can be run again).
 
     Rebuilds are serialised by a lock: otherwise a process that read the records just before
     another one added its record could write its older table last."""
+    path = Path(out) / RESULTS
+    table = records_table(out)
+    if path.exists() and path.read_text() == table.to_csv(index=False):
+        return table
     with file_lock(Path(out) / ".results.lock"):
-        table = pd.DataFrame([_row(rec) for rec in collect_records(out)], columns=COLUMNS)
-        if len(table):
-            table = table.sort_values(["dataset", "method", "mode", "labels", "seed"]).reset_index(drop=True)
-        with atomic_write(Path(out) / RESULTS) as tmp:
+        remove_stale_temporaries(path)
+        table = records_table(out)
+        with atomic_write(path) as tmp:
             table.to_csv(tmp, index=False)
     return table
 
 
 def read_results(out: Path) -> pd.DataFrame:
-    """`<out>/results.csv`, the only input of reports; an error if there is nothing in it."""
-    path = Path(out) / RESULTS
-    table = pd.read_csv(path) if path.exists() else None
-    if table is None or table.empty:
+    """The results table, the only input of reports; an error if there is nothing in it.
+
+    Where the records are (`<out>/runs`), it is rebuilt from them first, so a report never shows a
+    stale `results.csv`; a `results.csv` alone (e.g. copied without its runs) is read as it is."""
+    out, path = Path(out), Path(out) / RESULTS
+    if (out / "runs").is_dir():
+        try:
+            table = rebuild_results_csv(out)
+        except OSError as err:  # e.g. a read-only folder: the records are what counts
+            warn_once(path, f"cannot be rewritten: {err.strerror}", "using the records themselves")
+            table = records_table(out)
+    elif path.exists():
+        try:
+            table = pd.read_csv(path)
+        except pd.errors.EmptyDataError:  # a 0-byte file
+            table = pd.DataFrame(columns=COLUMNS)
+    else:
+        table = pd.DataFrame(columns=COLUMNS)
+    if table.empty:
         raise BenchmarkError(f"no results in {path}; run `python -m benchmark run` first")
     return table

@@ -32,20 +32,24 @@ from . import budget, distributed
 from .config import build_config, config_hash, set_dotted, validate_config
 from .contract import MODES, RunContext, Trained
 from .curves import CurveWriter
-from .data import DATASETS, check_ratio, load_dataset, make_split
+from .data import DATASETS, check_ratio, load_dataset, load_split_indices, make_split
 from .data.loaders import eval_batches
-from .errors import BenchmarkError, ConfigError, unknown_name
-from .files import atomic_write, file_lock, lock_holder
+from .data.splits import labeled_indices
+from .errors import BenchmarkError, ConfigError, storage_error, unknown_name
+from .files import atomic_write, file_lock, lock_holder, warn_once, zip_problem
 from .health import PseudoLabelMonitor, collapsed
 from .results import (FAILED, RECORD, bootstrap_ci95, read_failure, read_record, rebuild_results_csv, run_dir,
                       write_json_atomic)
 from .runtime import code_version, configure_threads, peak_rss_mb, resolve_amp, resolve_device, seed_everything
-from .training import predict_logits
+from .training import atomic_save, predict_logits
 
 _log = logging.getLogger(__name__)
 LOG = "run.log"
 HASH = "config_hash"
 CHECKPOINTS = "*_checkpoint.pt"
+# The files saved with a record -> whether reading them must check every byte (small files), or only
+# that they are whole zip files (the model, which may weigh hundreds of MB).
+OUTPUTS = {"test_outputs.npz": True, "model.pt": False}
 
 
 @dataclass(frozen=True)
@@ -93,6 +97,15 @@ def _numbers(text: str, kind: str, cast) -> list:
     return values
 
 
+def _folder_ratio(percent: float) -> float:
+    """A ratio its folder name (`labels<NN>`, 6 significant digits) keeps exactly, so that two ratios
+    never share one folder."""
+    if float(f"{percent:g}") != percent:
+        raise ConfigError(f"label ratio {percent!r} has more digits than its folder name labels{percent:g} "
+                          "keeps; give at most 6 significant digits")
+    return percent
+
+
 def expand_grid(method: str, labels: str, dataset: str, modes: str | None = None, seeds: str = "0") -> list[Cell]:
     """Methods x modes x label ratios x seeds x datasets, in that nesting order (datasets outermost).
 
@@ -112,8 +125,11 @@ def expand_grid(method: str, labels: str, dataset: str, modes: str | None = None
             raise unknown_name("dataset", d, DATASETS)
     if not datasets:
         raise ConfigError("no dataset given")
-    ratios = [check_ratio(r) for r in dict.fromkeys(_numbers(labels, "label ratios", float))]
+    ratios = [_folder_ratio(check_ratio(r)) for r in dict.fromkeys(_numbers(labels, "label ratios", float))]
     seed_list = list(dict.fromkeys(_numbers(seeds, "seeds", int)))
+    for seed in seed_list:
+        if not 0 <= seed < 2**32:
+            raise ConfigError(f"bad seed {seed}; expected an integer from 0 to {2**32 - 1}")
     wanted = set(_csv(modes)) if modes else None
     for m in sorted((wanted or set()) - set(MODES)):
         raise unknown_name("mode", m, MODES)
@@ -155,17 +171,52 @@ def cell_configs(cells: list[Cell], profile: str, overrides: dict | None, data_r
     return [validate_config(cfg, "--set") for cfg in configs] if overrides else configs
 
 
+def check_cells(cells: list[Cell], configs: list[dict]) -> None:
+    """What would stop a cell for reasons of the whole grid, checked before the first one runs (a
+    `BenchmarkError` naming the cause): every dataset loads (its cache is built now if missing), and
+    every (dataset, seed, ratio) gives each class a labeled, a validation and a test image, and
+    unlabeled images to the methods that train on them. Only indices are computed: it takes seconds."""
+    seen: set[tuple] = set()
+    for cell, cfg in zip(cells, configs):
+        spec = methods.get_method(cell.method)
+        key = (config_hash({"data": cfg["data"]}), cell.seed, cell.labels, spec.uses_unlabeled)
+        if key in seen:
+            continue
+        seen.add(key)
+        raw, cache = load_dataset(cfg["data"])
+        train = load_split_indices(raw, cache, cfg["data"], cell.seed)["train"]
+        labeled = labeled_indices(train, raw.labels, cell.labels, cell.seed, raw.classes)
+        if spec.uses_unlabeled and len(labeled) == len(train):
+            raise ConfigError(f"{cell.method} trains on unlabeled images, and {cell.labels:g}% labels of "
+                              f"{cell.dataset} (seed {cell.seed}) leave none; use fullysupervised for the "
+                              "all-labels bound")
+
+
+def finished_record(cell: Cell, cfg: dict, out: Path) -> dict | None:
+    """The cell's record if it was computed with this very config and the files saved with it are
+    whole; a damaged record or output file is reported in one line, and the cell runs again."""
+    folder = cell.folder(out)
+    record = read_record(folder)
+    if record is None or record.get("config_hash") != config_hash(cfg):
+        return None
+    for name, full in OUTPUTS.items():
+        problem = zip_problem(folder / name, full)
+        if problem is not None:
+            warn_once(folder / name, problem, "its cell runs again")
+            return None
+    return record
+
+
 def is_done(cell: Cell, cfg: dict, out: Path) -> bool:
-    """A record computed with this very config exists."""
-    record = read_record(cell.folder(out))
-    return record is not None and record.get("config_hash") == config_hash(cfg)
+    """A whole record computed with this very config exists."""
+    return finished_record(cell, cfg, out) is not None
 
 
 def cell_status(cell: Cell, cfg: dict, out: Path) -> tuple[str, str]:
     """(status, detail) of a cell as `run` would find it: done, running, failed, rerun, resume or todo."""
     folder, chash = cell.folder(out), config_hash(cfg)
-    record = read_record(folder)
-    if record is not None and record.get("config_hash") == chash:
+    record = finished_record(cell, cfg, out)
+    if record is not None:
         return "done", f"test_top1 {record['test_top1']:.2f}"
     holder = lock_holder(cell.lock(out))
     if holder is not None:
@@ -215,15 +266,25 @@ def run_cell(cell: Cell, cfg: dict, out: Path, device: str = "auto", show_progre
             except KeyboardInterrupt:
                 _log.warning("interrupted; the next run resumes from the last checkpoint")
                 raise
+            except OSError as err:
+                if storage_error(err) is not None:  # a full disk or a read-only folder stops the grid
+                    raise storage_error(err) from None
+                return _failed(cell, cfg, folder, err)
             except Exception as err:  # noqa: BLE001 - one broken cell must not stop the grid
-                message = _one_line(err)
-                _log.error("FAILED: %s\n%s", message, traceback.format_exc())
-                write_json_atomic(folder / FAILED, {"message": message, "config_hash": config_hash(cfg),
-                                                    "time": time.strftime("%Y-%m-%d %H:%M:%S")})
-                if distributed.world_size() > 1:
-                    raise
-                return Outcome(cell, "failed", message=message, log=folder / LOG)
+                return _failed(cell, cfg, folder, err)
     return Outcome(cell, "finished", record, log=folder / LOG)
+
+
+def _failed(cell: Cell, cfg: dict, folder: Path, err: Exception) -> Outcome:
+    """Mark a cell whose run raised as failed (`failed.json`, the traceback in `run.log`); the next
+    `run` retries it. Under torchrun the error propagates (see `run_cell`)."""
+    message = _one_line(err)
+    _log.error("FAILED: %s\n%s", message, traceback.format_exc())
+    write_json_atomic(folder / FAILED, {"message": message, "config_hash": config_hash(cfg),
+                                        "time": time.strftime("%Y-%m-%d %H:%M:%S")})
+    if distributed.world_size() > 1:
+        raise err
+    return Outcome(cell, "failed", message=message, log=folder / LOG)
 
 
 def _lead(outcome: Outcome) -> Outcome:
@@ -335,7 +396,9 @@ def _prepare_folder(folder: Path, chash: str) -> str:
     else:
         (folder / "curves.jsonl").unlink(missing_ok=True)
         shutil.rmtree(folder / "tensorboard", ignore_errors=True)
-    for stale in [folder / FAILED, *folder.glob("*.tmp")]:  # pathlib's * matches dot files too
+    # A failure marker, temporary files of a killed write, and a record that did not pass
+    # `finished_record` (damaged, or with damaged outputs) go in any case.
+    for stale in [folder / FAILED, folder / RECORD, *folder.glob("*.tmp")]:  # pathlib's * matches dot files too
         stale.unlink(missing_ok=True)
     return reason
 
@@ -436,5 +499,4 @@ def _save_outputs(folder: Path, trained: Trained, split, logits: torch.Tensor, d
         # a file object: np.savez would append ".npz" to a name
         np.savez(f, features=torch.cat(feats).numpy(), labels=split.test.labels, logits=logits.numpy(),
                  index=split.test.index, classes=np.asarray(split.classes))
-    with atomic_write(folder / "model.pt") as tmp:
-        torch.save(trained.best.state_dict(), tmp)
+    atomic_save(trained.best.state_dict(), folder / "model.pt")

@@ -30,7 +30,7 @@ from . import distributed
 from .contract import RunContext, Trained
 from .data.loaders import eval_batches
 from .data.types import PairedArrays
-from .files import atomic_write
+from .files import atomic_write, warn_once, zip_problem
 
 StepFn = Callable[[int], dict[str, torch.Tensor]]
 
@@ -103,9 +103,11 @@ def top1(predictor: nn.Module, part: PairedArrays, device: torch.device, batch_s
     return float((pred == part.labels).mean() * 100.0)
 
 
-def _atomic_save(obj, path: Path) -> None:
-    with atomic_write(path) as tmp:
-        torch.save(obj, tmp)
+def atomic_save(obj, path: Path) -> None:
+    """`torch.save` through `atomic_write`, into a file object: a full disk is then an OSError that
+    names its cause (torch reports a failed write to a path as a bare RuntimeError)."""
+    with atomic_write(path) as tmp, open(tmp, "wb") as f:
+        torch.save(obj, f)
 
 
 def _rng_state() -> dict:
@@ -189,6 +191,10 @@ class TrainingLoop:
 
     def _resume(self) -> None:
         rewind = getattr(self.ctx.curves, "rewind", None)
+        problem = zip_problem(self.path) if self.path.exists() else None
+        if problem is not None:  # e.g. truncated by a full disk: starting over gives the same run
+            warn_once(self.path, problem, "removed; the run starts from its first step")
+            self.path.unlink(missing_ok=True)
         if not self.path.exists():
             if rewind is not None:  # starting from scratch: an earlier attempt's curve goes
                 rewind(self.name, 0)
@@ -250,7 +256,7 @@ class TrainingLoop:
             if done % self.eval_every == 0 or done == self.iterations:
                 self._evaluate(done)
             if done % self.checkpoint_every == 0 and done < self.iterations and distributed.is_main():
-                _atomic_save(self._state(done), self.path)
+                atomic_save(self._state(done), self.path)
         distributed.check_replicas(self._trained_params(), f"{self.name}, last step")
         return self._finish()
 

@@ -27,12 +27,12 @@ def _train_supervised(data: SemiSupervisedSplit, cfg: dict, ctx: RunContext) -> 
 
 
 @register_method("supervised", modes=("single",), description="lower bound: labeled WLI images only",
-                 unlabeled=False)
+                 unlabeled=False, uses_unlabeled=False)
 def train_supervised(data: SemiSupervisedSplit, cfg: dict, ctx: RunContext) -> Trained:
     return _train_supervised(data, cfg, ctx)
 
 
 @register_method("fullysupervised", modes=("single",), fixed_labels=100.0,
-                 description="upper bound: every training image labeled", unlabeled=False)
+                 description="upper bound: every training image labeled", unlabeled=False, uses_unlabeled=False)
 def train_fullysupervised(data: SemiSupervisedSplit, cfg: dict, ctx: RunContext) -> Trained:
     return _train_supervised(data, cfg, ctx)

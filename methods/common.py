@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import multiprocessing
+import multiprocessing.util
 import os
 import random
 import warnings
@@ -17,6 +18,7 @@ from benchmark.contract import VIEW_MODES, Batch
 from benchmark.data.loaders import BatchStream, step_generator, to_tensor, weak_augment
 from benchmark.data.types import PairedArrays
 from benchmark.distributed import shard_rows
+from benchmark.lifetime import follow_parent
 
 
 class WLIClassifier(nn.Module):
@@ -68,7 +70,8 @@ class UnlabeledBatches:
     the strong sources of the next batches while batch it trains (a thread would hold the interpreter
     lock the training step needs). Each batch's RandAugment seeds the generators it draws from with
     (seed, it), so batch it is the same wherever and in whatever order it is made: a resumed run
-    gets exactly the views of an uninterrupted one.
+    gets exactly the views of an uninterrupted one. Until the worker has delivered its first batch (it
+    starts a fresh interpreter, which takes seconds), a batch it has not finished is made in line.
     """
 
     AHEAD = 2  # batches whose strong sources are in the making at once
@@ -96,14 +99,15 @@ class UnlabeledBatches:
         AHEAD batches' are asked for, so the worker always has one to make."""
         future = self._ahead.pop(it, None)
         source = None
-        if future is not None:
+        if future is not None and (future.done() or _DELIVERED):
             try:
                 source = future.result()
             except BrokenProcessPool:
                 augmenter(restart=True)
         if source is None:
             source = self.strong_source(everything, it)
-        self._ahead = {k: f for k, f in self._ahead.items() if it < k <= it + self.AHEAD}
+        for k in [k for k in self._ahead if not it < k <= it + self.AHEAD]:
+            self._ahead.pop(k).cancel()  # not started yet: the worker must not make stale batches
         for k in range(it + 1, it + 1 + self.AHEAD):
             if k not in self._ahead:
                 self._ahead[k] = _submit(*self._randaugment_args(self.stream.global_indices(k), k))
@@ -127,6 +131,7 @@ class UnlabeledBatches:
 
 
 _AUGMENTER: ProcessPoolExecutor | None = None
+_DELIVERED = False  # whether the current worker has made a batch yet (it is past its start-up)
 
 
 def augmenter_fits(device: torch.device) -> bool:
@@ -140,25 +145,43 @@ def augmenter_fits(device: torch.device) -> bool:
 
 def augmenter(restart: bool = False) -> ProcessPoolExecutor:
     """The one worker process that makes single mode's strong sources for every run of this process:
-    started on first use and kept (a persistent DataLoader worker; forked where the platform allows,
-    as DataLoader forks its workers on Linux). It only runs `randaugment` (PIL and NumPy work, no torch ops).
-    One worker next to the training step's threads is what two cores afford."""
-    global _AUGMENTER
+    started on first use and kept, like a persistent DataLoader worker. It only runs `randaugment`
+    (PIL and NumPy work, no torch ops). One worker next to the training step's threads is what two
+    cores afford.
+
+    Started with `spawn`, not forked: a fresh interpreter inherits none of this process's files, so
+    it never holds a cell's lock (`benchmark.results.file_lock`), nor the state of its threads.
+    It ends with this process (`follow_parent`), ignores Ctrl-C (this process handles it), and is
+    shut down at exit, so it never outlives a run nor keeps one from ending."""
+    global _AUGMENTER, _DELIVERED
     if restart and _AUGMENTER is not None:
         _AUGMENTER.shutdown(wait=False, cancel_futures=True)
         _AUGMENTER = None
     if _AUGMENTER is None:
-        context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else None)
-        _AUGMENTER = ProcessPoolExecutor(max_workers=1, mp_context=context)
+        _AUGMENTER = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+                                         initializer=follow_parent, initargs=(os.getpid(),))
+        _DELIVERED = False
+        # Shut down before a multiprocessing worker (a `run --workers` slot) joins its children at exit:
+        # an idle worker waits for work and would be joined forever.
+        multiprocessing.util.Finalize(None, _AUGMENTER.shutdown, kwargs={"cancel_futures": True},
+                                      exitpriority=10)
     return _AUGMENTER
+
+
+def _delivered(future: Future) -> None:
+    global _DELIVERED
+    if not future.cancelled() and future.exception() is None:
+        _DELIVERED = True
 
 
 def _submit(images: np.ndarray, py_seed: int, np_seed: int) -> Future:
     """`randaugment` in the worker process; a lost worker (killed, out of memory) is started again."""
     try:
-        return augmenter().submit(randaugment, images, py_seed, np_seed)
+        future = augmenter().submit(randaugment, images, py_seed, np_seed)
     except BrokenProcessPool:
-        return augmenter(restart=True).submit(randaugment, images, py_seed, np_seed)
+        future = augmenter(restart=True).submit(randaugment, images, py_seed, np_seed)
+    future.add_done_callback(_delivered)
+    return future
 
 
 def randaugment(images: np.ndarray, py_seed: int, np_seed: int) -> np.ndarray:

@@ -80,6 +80,7 @@ class MethodSpec:
     config: type[MethodConfig] = MethodConfig  # the schema of cfg["method"]
     cost: Cost = field(default_factory=Cost)
     unlabeled: bool = True  # draws unlabeled batches (false: the supervised bounds)
+    uses_unlabeled: bool = True  # needs unlabeled images: a ratio that leaves none is refused before the grid
     # (setting, row label) of each row of the paper's ablation tables it reproduces (benchmark/reference.py)
     paper_rows: tuple[tuple[str, str], ...] = ()
 
@@ -102,6 +103,7 @@ def register_method(
     config: type[MethodConfig] = MethodConfig,
     cost: Cost | None = None,
     unlabeled: bool = True,
+    uses_unlabeled: bool = True,
     paper_rows: tuple[tuple[str, str], ...] = (),
 ) -> Callable[[Callable], Callable]:
     """Register `train` under `name`; the module's last dotted part is its family."""
@@ -114,7 +116,7 @@ def register_method(
             raise ValueError(f"method {name!r} registered twice")
         family = train.__module__.split(".")[1] if "." in train.__module__ else train.__module__
         _REGISTRY[name] = MethodSpec(name, train, tuple(modes), description, family, fixed_labels, group, config,
-                                     cost or Cost(), unlabeled, tuple(paper_rows))
+                                     cost or Cost(), unlabeled, uses_unlabeled, tuple(paper_rows))
         return train
 
     return decorator

@@ -132,15 +132,31 @@ def test_read_paired_pairs_by_sorted_name(tmp_path: Path) -> None:
     assert (data.nbi[PER_CLASS + 2] == (10, 200, 30)).all()
 
 
-def test_read_paired_count_mismatch_names_both_folders(tmp_path: Path) -> None:
+def test_read_paired_missing_partner_names_the_file(tmp_path: Path) -> None:
+    """A file without its partner is named, on either side (not only counted)."""
     root = _mics(tmp_path / "mics")
     nbi_folder = root / "normal-cecum_NBI"
     (nbi_folder / "000.png").unlink()
-    with pytest.raises(DataError) as info:
+    with pytest.raises(DataError, match="no NBI partner") as info:
         read_paired(root, image_size=SIZE)
-    message = str(info.value)
-    assert str(root / "normal-cecum_WLI") in message and str(nbi_folder) in message
-    assert f"{PER_CLASS} WLI" in message and f"{PER_CLASS - 1} NBI" in message
+    assert f"{root / 'normal-cecum_WLI' / '000.png'} in {nbi_folder}" in str(info.value)
+    (root / "normal-cecum_WLI" / "000.png").unlink()
+    Image.new("RGB", (50, 40)).save(nbi_folder / "extra.png")
+    with pytest.raises(DataError, match="no WLI partner") as info:
+        read_paired(root, image_size=SIZE)
+    assert str(nbi_folder / "extra.png") in str(info.value)
+
+
+def test_16bit_png_is_scaled_not_saturated(tmp_path: Path) -> None:
+    """A 16-bit greyscale PNG keeps its grey levels (value / 257), instead of Pillow's clipping to white."""
+    root = _mics(tmp_path / "mics")
+    path = root / "polyps_WLI" / "001.png"
+    Image.fromarray(np.full((40, 50), 32896, dtype=np.uint16)).save(path)  # 32896 = 128 * 257
+    with Image.open(path) as img:
+        assert img.mode.startswith("I")
+    data = read_paired(root, image_size=SIZE)
+    row = data.sources.index(str(path))
+    assert (data.wli[row] == 128).all()
 
 
 def test_read_paired_unpaired_name(tmp_path: Path) -> None:

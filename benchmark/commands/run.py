@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -16,10 +17,11 @@ from ..data import DATASETS
 from ..errors import ConfigError
 from ..estimate import dry_run_estimate
 from ..executors import EXECUTORS, follow_jobs, run_pool, submit_to_slurm, take_slurm_settings
+from ..files import holder_is_gone, lock_holder
 from ..models import create_backbone
 from ..publish import write_reports
 from ..results import rebuild_results_csv
-from ..runner import Cell, cell_configs, cell_status, expand_grid, run_grid
+from ..runner import Cell, Outcome, cell_configs, cell_status, check_cells, expand_grid, is_done, run_grid
 from ..runtime import DEVICES, resolve_device
 
 
@@ -47,6 +49,20 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="--executor slurm: follow the jobs to their end (default: submit, print the job ids, return)")
 
 
+def check_out(out: Path, needs_writing: bool) -> None:
+    """`--out` is a folder (or can be one), and writable when cells are to run there: one line now
+    rather than an error in the middle of the grid. A finished grid in a read-only folder is fine."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file, not a folder")
+    if not needs_writing:
+        return
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=out).close()
+    except OSError as err:
+        raise ConfigError(f"--out {out} is not writable: {err.strerror or err}") from None
+
+
 def main(args: argparse.Namespace) -> int:
     overrides = parse_overrides(args.overrides)
     cells = expand_grid(args.method, args.labels, args.dataset, args.modes, args.seeds)
@@ -61,10 +77,14 @@ def main(args: argparse.Namespace) -> int:
     if distributed.world_size() > 1 and (args.workers > 1 or args.executor != "local"):
         raise ConfigError("under torchrun every process runs every cell with the others; "
                           "--workers and --executor slurm start processes of their own")
+    check_out(args.out, needs_writing=False)
     if args.dry_run:
         return _dry_run(cells, configs, args.out, args.reports) if distributed.is_main() else 0
     for model_cfg in {json.dumps(c["model"], sort_keys=True): c["model"] for c in configs}.values():
         create_backbone(model_cfg, num_classes=2)  # starting weights missing or unfit: one line, before any cell
+    pending = [(c, cfg) for c, cfg in zip(cells, configs) if not is_done(c, cfg, args.out)]
+    check_out(args.out, needs_writing=bool(pending))
+    check_cells([c for c, _ in pending], [cfg for _, cfg in pending])
 
     start = time.perf_counter()
     if args.executor == "slurm":
@@ -80,14 +100,18 @@ def main(args: argparse.Namespace) -> int:
         outcomes = run_grid(cells, configs, args.out, args.device)
         if not distributed.is_main():
             return 0  # under torchrun rank 0 sums up and reports for all processes
+    if args.executor == "local" and distributed.world_size() == 1:
+        outcomes = _take_over(outcomes, cells, configs, args.out, args.device)
     counts = Counter(o.status for o in outcomes)
+    abandoned = [o for o in outcomes if o.status == "busy" and holder_is_gone(o.message)]
     print(f"grid: {counts['finished']} finished, {counts['done']} already done, {counts['failed']} failed, "
           f"{counts['busy']} left to another process ({time.perf_counter() - start:.1f} s)")
     for o in outcomes:
         if o.status == "failed":
             print(f"  failed: {o.cell}: {o.message} (log: {o.log})")
         elif o.status == "busy":
-            print(f"  running elsewhere: {o.cell}: {o.message}")
+            gone = ", which has ended: its lock is held by a process it left behind" if o in abandoned else ""
+            print(f"  running elsewhere: {o.cell}: {o.message}{gone}")
 
     results = rebuild_results_csv(args.out)
     if not results.empty:
@@ -96,7 +120,19 @@ def main(args: argparse.Namespace) -> int:
         if markdown in written:
             print("\n" + markdown.read_text())
         print("wrote " + ", ".join(str(p) for p in written))
-    return 1 if counts["failed"] else 0
+    return 1 if counts["failed"] or abandoned else 0
+
+
+def _take_over(outcomes: list[Outcome], cells: list[Cell], configs: list[dict], out: Path,
+               device: str) -> list[Outcome]:
+    """Cells that were left to another process which has ended since without finishing them (killed,
+    say) run here now, so that a command never ends with a cell nobody runs."""
+    left = {o.cell for o in outcomes if o.status == "busy" and lock_holder(o.cell.lock(out)) is None}
+    if not left:
+        return outcomes
+    print(f"{len(left)} cells were left to a process that has ended without finishing them: running them here")
+    again = run_grid([c for c in cells if c in left], [cfg for c, cfg in zip(cells, configs) if c in left], out, device)
+    return [o for o in outcomes if o.cell not in left] + again
 
 
 def _dry_run(cells: list[Cell], configs: list[dict], out: Path, reports: Path) -> int:

@@ -13,6 +13,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..errors import BenchmarkError, ConfigError
+from ..files import zip_problem
 from ..reference import ablation_presets
 from ..report import FULL, dataset_order, method_name, method_order
 from ..results import read_results, run_dir
@@ -56,6 +57,8 @@ def main(args: argparse.Namespace) -> int:
         path = run_dir(args.out, dataset, method, mode, args.labels, args.seed) / "test_outputs.npz"
         if not path.exists():
             raise BenchmarkError(f"{path} is missing; re-run that cell to get its test features")
+        if (problem := zip_problem(path, full=True)) is not None:
+            raise BenchmarkError(f"{path} is damaged ({problem}); `run` the same grid again to redo that cell")
         with np.load(path) as saved:
             classes = [str(c) for c in saved["classes"]]
             panels.append((f"{method_name(method)} ({mode})", plots.umap_embedding(saved["features"]), saved["labels"]))

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConfigError, unknown_name
-from ..files import atomic_write
+from ..errors import ConfigError, DataError, unknown_name
+from ..files import atomic_write, warn_once
 from .cache import cache_root, key_of, load_or_build
 from .splits import check_ratio, labeled_indices, split_indices
 from .types import KVASIR_CLASSES, PairedArrays, RawDataset, SemiSupervisedSplit
@@ -78,11 +78,33 @@ def load_split_indices(raw: RawDataset, folder: Path, data_cfg: dict, seed: int)
     """The train/val/test indices of a seed, read from (or first written to) its split file."""
     path = split_file(folder, data_cfg, seed)
     if path.exists():
-        return {k: np.asarray(v, dtype=np.int64) for k, v in json.loads(path.read_text()).items()}
+        try:
+            saved = {k: np.asarray(v, dtype=np.int64) for k, v in json.loads(path.read_text()).items()}
+            if saved.keys() == {"train", "val", "test"} and np.array_equal(
+                    np.sort(np.concatenate(list(saved.values()))), np.arange(len(raw))):
+                return saved
+            problem = f"not a partition of the {len(raw)} images into train, val and test"
+        except (ValueError, TypeError, AttributeError) as err:  # not JSON, or not lists of integers
+            problem = f"{type(err).__name__}: {err}"
+        warn_once(path, problem, "written again")
     parts = split_indices(raw.labels, tuple(data_cfg["split"]), seed)
+    _check_every_class(raw, parts, data_cfg["split"])
     with atomic_write(path) as tmp:
         tmp.write_text(json.dumps({k: v.tolist() for k, v in parts.items()}))
     return parts
+
+
+def _check_every_class(raw: RawDataset, parts: dict[str, np.ndarray], data_split) -> None:
+    """Every class in train, val and test: a class with too few images would leave validation or
+    test without it (or empty), and its accuracy undefined."""
+    for name, idx in parts.items():
+        counts = np.bincount(raw.labels[idx], minlength=len(raw.classes))
+        if (counts == 0).any():
+            c = int(np.argmin(counts))
+            total = int((raw.labels == c).sum())
+            raise DataError(f"class '{raw.classes[c]}' has {total} image{'s' * (total != 1)}: too few for one in "
+                            f"each of train, val and test (none in {name} with data.split "
+                            f"{list(data_split)}); add images to it")
 
 
 def _part(raw: RawDataset, idx: np.ndarray, hide_labels: bool = False) -> PairedArrays:

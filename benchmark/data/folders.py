@@ -213,14 +213,13 @@ def _class_images(folder: Path, suffix: str = "") -> list[Path]:
 def _partners(wli: list[Path], wli_folder: Path, nbi_folder: Path, suffix: str = "") -> list[Path]:
     """The NBI file of each WLI file, matched by stem, in WLI order."""
     nbi = _class_images(nbi_folder, suffix)
-    if len(nbi) != len(wli):
-        raise DataError(
-            f"{len(wli)} WLI images in {wli_folder} but {len(nbi)} NBI images in {nbi_folder}"
-        )
-    nbi_by_stem = _by_stem(nbi)
-    unpaired = [p for stem, p in _by_stem(wli).items() if stem not in nbi_by_stem]
+    nbi_by_stem, wli_by_stem = _by_stem(nbi), _by_stem(wli)
+    unpaired = [p for stem, p in wli_by_stem.items() if stem not in nbi_by_stem]
     if unpaired:
         raise DataError(f"no NBI partner for {unpaired[0]} in {nbi_folder} (pairs share the file stem)")
+    unpaired = [p for stem, p in nbi_by_stem.items() if stem not in wli_by_stem]
+    if unpaired:
+        raise DataError(f"no WLI partner for {unpaired[0]} in {wli_folder} (pairs share the file stem)")
     return [nbi_by_stem[p.stem] for p in wli]
 
 
@@ -237,10 +236,20 @@ def _decode(path: Path, size: int) -> np.ndarray:
     try:
         with Image.open(path) as img:
             img.draft("RGB", (size, size))
-            rgb = img.convert("RGB")  # forces the full decode, so truncated files fail here
+            img.load()  # forces the full decode, so truncated files fail here
+            rgb = _to_8bit(img).convert("RGB")
         return np.asarray(rgb.resize((size, size), Image.Resampling.BICUBIC))
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise DataError(f"cannot read image {path}: {_one_line(exc)}") from exc
+
+
+def _to_8bit(img: Image.Image) -> Image.Image:
+    """16-bit greyscale (Pillow's modes I;16* and I, e.g. from 16-bit PNGs) scaled to 8 bits: Pillow's own
+    conversion clips every value above 255 to white."""
+    if not img.mode.startswith("I"):
+        return img
+    values = np.asarray(img, dtype=np.float64)
+    return Image.fromarray(np.clip(np.round(values / 257.0), 0, 255).astype(np.uint8), "L")
 
 
 def _decode_all(files: list[Path], size: int, progress: bool, what: str) -> np.ndarray:

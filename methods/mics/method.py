@@ -30,9 +30,9 @@ from benchmark.contract import RunContext, Trained
 from benchmark.data.loaders import BatchStream, step_generator, to_tensor, weak_augment
 from benchmark.data.types import SemiSupervisedSplit
 from benchmark.errors import ConfigError
-from benchmark.files import atomic_write, file_lock, stable_hash
+from benchmark.files import atomic_write, file_lock, stable_hash, warn_once, zip_problem
 from benchmark.models import create_backbone, init_fingerprint
-from benchmark.training import TrainingLoop
+from benchmark.training import TrainingLoop, atomic_save
 
 from ..registry import Cost, Sizes, Stage, register_method
 from ..schema import MICSConfig
@@ -175,6 +175,9 @@ def _pretrain(data, cfg: dict, ctx: RunContext, num_classes: int | None = None) 
     # A second process asking for the same checkpoint waits at the lock; under torchrun rank 0 holds it for
     # all and says what it found.
     with file_lock(folder / "lock", enabled=distributed.is_main()):
+        if distributed.is_main() and path.exists() and (problem := zip_problem(path)) is not None:
+            warn_once(path, problem, "removed; the pre-training runs again")
+            path.unlink()
         if distributed.broadcast_object(path.exists()):
             _log.info("MICS pre-training reused: %s", path)
             return path, True
@@ -187,8 +190,7 @@ def _pretrain(data, cfg: dict, ctx: RunContext, num_classes: int | None = None) 
                 start, cpu = time.perf_counter(), time.process_time()
                 dictionary = _build_dictionary(encoders, wli, nbi, num_classes, cfg, settings["dictionary"], ctx)
                 stats.update(dictionary_s=round(time.perf_counter() - start, 2), dictionary_cpu_s=round(time.process_time() - cpu, 2))
-                with atomic_write(path) as tmp:
-                    torch.save({"key": key, "encoders": encoders, "dictionary": dictionary, "stats": stats}, tmp)
+                atomic_save({"key": key, "encoders": encoders, "dictionary": dictionary, "stats": stats}, path)
                 with atomic_write(folder / "key.json") as tmp:
                     tmp.write_text(json.dumps(key, indent=1, sort_keys=True, default=str))
                 _log.info("MICS pre-training done: %s", stats)
@@ -273,10 +275,11 @@ COST = Cost(stages=(Stage("pretrain", _pretrain_stage_iterations, eval_every=Non
                     Stage("finetune", _finetune_stage_iterations, eval_every=_finetune_eval_every)),
             shorten=_shortened)
 
-register_method("mics", modes=("fused",), config=MICSConfig, cost=COST,
+# Pre-training takes every training pair, labeled or not: MICS runs at 100% labels too.
+register_method("mics", modes=("fused",), config=MICSConfig, cost=COST, uses_unlabeled=False,
                 description="MICS: synergistic pre-training, shift vector dictionary, fusion + TMC fine-tuning",
                 paper_rows=(("pretrain-all", "MICS (all)"), ("finetune-all", "MICS (all)")))(train)
 for _name, _preset in PRESETS.items():
     register_method(_name, modes=("fused",), description=_preset["description"], group="ablation",
-                    config=MICSConfig, cost=COST,
+                    config=MICSConfig, cost=COST, uses_unlabeled=False,
                     paper_rows=((_preset["paper"]["setting"], _preset["paper"]["label"]),))(train)
