@@ -30,7 +30,7 @@ def write_json_atomic(path: Path, obj) -> None:
 
 
 # What every record has; a file without them is not a record (e.g. truncated, or edited by hand).
-RECORD_KEYS = ("method", "mode", "dataset", "labels", "seed", "test_top1", "test_top1_ci95", "config", "config_hash")
+RECORD_KEYS = ("method", "mode", "dataset", "labels", "seed", "test_top1", "test_top1_ci95", "config")
 
 
 def _read_json(path: Path, keys: tuple[str, ...], action: str) -> dict | None:
