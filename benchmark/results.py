@@ -112,7 +112,7 @@ def rebuild_results_csv(out: Path) -> pd.DataFrame:
     another one added its record could write its older table last."""
     path = Path(out) / RESULTS
     table = records_table(out)
-    if path.exists() and path.read_text() == table.to_csv(index=False):
+    if path.exists() and path.read_bytes() == table.to_csv(index=False).encode():
         return table
     with file_lock(Path(out) / ".results.lock"):
         remove_stale_temporaries(path)
