@@ -127,7 +127,9 @@ def _take_over(outcomes: list[Outcome], cells: list[Cell], configs: list[dict], 
                device: str) -> list[Outcome]:
     """Cells that were left to another process which has ended since without finishing them (killed,
     say) run here now, so that a command never ends with a cell nobody runs."""
-    left = {o.cell for o in outcomes if o.status == "busy" and lock_holder(o.cell.lock(out)) is None}
+    config_of = dict(zip(cells, configs))
+    left = {o.cell for o in outcomes if o.status == "busy" and lock_holder(o.cell.lock(out)) is None
+            and not is_done(o.cell, config_of[o.cell], out)}
     if not left:
         return outcomes
     print(f"{len(left)} cells were left to a process that has ended without finishing them: running them here")
