@@ -23,7 +23,7 @@ import benchmark.training as training
 from benchmark.cli import main
 from benchmark.data import load_dataset
 from benchmark.config import build_config
-from benchmark.results import file_lock, lock_holder
+from benchmark.files import file_lock, lock_holder
 
 pytestmark = pytest.mark.faults
 
