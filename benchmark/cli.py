@@ -7,6 +7,7 @@ import sys
 
 from . import __version__
 from .errors import BenchmarkError, storage_error
+from .files import forget_warnings
 
 COMMANDS = {
     "run": "train and evaluate a grid of methods x modes x label ratios x seeds",
@@ -42,6 +43,7 @@ def build_parser(prog: str = "mics-bench") -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None, prog: str = "mics-bench") -> int:
     args = build_parser(prog).parse_args(argv)
+    forget_warnings()
     try:
         return int(args.handler(args) or 0)
     except BenchmarkError as err:

@@ -43,8 +43,23 @@ def atomic_write(path: Path) -> Iterator[Path]:
     try:
         yield tmp
         os.replace(tmp, path)
+    except OSError as err:
+        if err.filename is None:  # e.g. a full disk found when a file object is flushed: name the file
+            raise OSError(err.errno, err.strerror, str(path)) from err
+        raise
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def write_if_changed(path: Path, data: bytes) -> Path:
+    """`data` written whole to `path` (`atomic_write`), unless `path` already holds exactly it: a
+    finished, read-only reports folder can be published again as a no-op."""
+    path = Path(path)
+    if path.exists() and path.read_bytes() == data:
+        return path
+    with atomic_write(path) as tmp:
+        tmp.write_bytes(data)
+    return path
 
 
 def file_sha256(path: Path) -> str:
@@ -137,9 +152,14 @@ def zip_problem(path: Path, full: bool = False) -> str | None:
 
 def warn_once(path: Path, problem: str, action: str) -> None:
     """One line naming a damaged file, what is wrong with it and what is done about it; once per file
-    and process, however often the file is read."""
+    and command, however often the file is read."""
     line = f"warning: damaged file {path} ({problem}): {action}"
     if line not in _warned:
         _warned.add(line)
         tqdm.write(line, file=sys.stderr)  # the terminal, above any progress bar
         _log.info(line)  # and the run's log, when a run is reading it
+
+
+def forget_warnings() -> None:
+    """A new command reports every damaged file it reads again (commands may share a process)."""
+    _warned.clear()

@@ -4,6 +4,7 @@ sees half an image. Nothing here trains or runs a model: the numbers come from r
 features and logits every finished run saved in `test_outputs.npz`."""
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import matplotlib
@@ -13,7 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from .files import atomic_write  # noqa: E402
+from .files import write_if_changed  # noqa: E402
 from .report import BOUNDS, DATASET_NAMES, FULL, MODES, dataset_order, method_name, method_order  # noqa: E402
 
 # The paper's Fig. 8 settings; the seed makes the layout reproducible (and UMAP single-threaded,
@@ -23,9 +24,10 @@ MICS_STYLE = {"color": "crimson", "linewidth": 3.0, "marker": "*", "markersize":
 
 
 def save_figure(fig, path: Path) -> Path:
-    with atomic_write(path) as tmp:
-        fig.savefig(tmp, format=path.suffix.lstrip("."), dpi=150, bbox_inches="tight")
-    return path
+    buffer, fmt = io.BytesIO(), path.suffix.lstrip(".")
+    metadata = {"CreationDate": None} if fmt == "pdf" else None  # the same figure gives the same bytes
+    fig.savefig(buffer, format=fmt, dpi=150, bbox_inches="tight", metadata=metadata)
+    return write_if_changed(path, buffer.getvalue())
 
 
 def accuracy_vs_labels(summary: pd.DataFrame, path: Path) -> Path:

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 
 from .contract import MODES
-from .files import atomic_write, warn_once, zip_problem
+from .files import warn_once, write_if_changed, zip_problem
 from .reference import ablation_presets
 from .report import (FULL, ablation_table, compare_paper, dataset_order, health_report, method_name, method_order,
                      summarize, table2, to_latex, to_markdown)
@@ -81,6 +81,4 @@ def _confusion_figures(results: pd.DataFrame, out: Path, reports: Path, plots) -
 
 
 def _write(path: Path, text: str) -> Path:
-    with atomic_write(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
-    return path
+    return write_if_changed(path, text.encode("utf-8"))

@@ -164,16 +164,13 @@ def _fake_runs(out: Path) -> None:
     """Finished-run outputs for two methods at 5% labels (features separate the classes)."""
     rng = np.random.default_rng(0)
     labels = np.repeat(np.arange(len(CLASSES)), 20)
-    rows = []
     for method, mode in (("fixmatch", "single"), ("fixmatch", "multi"), ("mics", "fused")):
+        _write_record(out, "synthetic", method, mode, 5.0, 80.0)  # what `umap` builds results.csv from
         folder = run_dir(out, "synthetic", method, mode, 5.0, 0)
-        folder.mkdir(parents=True)
         features = rng.normal(size=(len(labels), 8)) + labels[:, None] * 3
         logits = np.eye(len(CLASSES))[labels] + rng.normal(scale=0.8, size=(len(labels), len(CLASSES)))
         np.savez(folder / "test_outputs.npz", features=features, labels=labels, logits=logits,
                  index=np.arange(len(labels)), classes=np.asarray(CLASSES))
-        rows.append(_row("synthetic", method, mode, 5.0, 80.0))
-    pd.DataFrame(rows).to_csv(out / "results.csv", index=False)
 
 
 def test_umap_figure_one_panel_per_method(tmp_path: Path, monkeypatch, capsys) -> None:
