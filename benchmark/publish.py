@@ -1,4 +1,5 @@
-"""Every table and figure a results table allows, written as files (`report`, and `run` when it ends)."""
+"""Every table and figure a results table allows, written as files (`report`, and `run` when it ends): Table II,
+Tables III/IV and the other fused methods' ablation tables when ablation records exist, figures."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,7 +11,7 @@ from .contract import MODES
 from .files import warn_once, write_if_changed, zip_problem
 from .reference import ablation_presets
 from .report import (FULL, ablation_table, compare_paper, dataset_order, health_report, method_name, method_order,
-                     summarize, table2, to_latex, to_markdown)
+                     preset_ablation_table, preset_families, summarize, table2, to_latex, to_markdown)
 from .results import run_dir
 
 FORMATS = ("latex", "markdown")
@@ -25,16 +26,18 @@ def write_reports(results: pd.DataFrame, out: Path, reports: Path, formats=FORMA
     from . import plots  # matplotlib is slow to import: only when figures are drawn
 
     written = []
-    tables = [("table2", table2(results), "tab:table2"),
-              ("table3", ablation_table(results, "III"), "tab:table3"),
-              ("table4", ablation_table(results, "IV"), "tab:table4")]
-    for name, table, label in tables:
+    tables = [("table2", table2(results), "tab:table2", TITLES["table2"]),
+              ("table3", ablation_table(results, "III"), "tab:table3", TITLES["table3"]),
+              ("table4", ablation_table(results, "IV"), "tab:table4", TITLES["table4"])]
+    tables += [(f"ablation_{family}", preset_ablation_table(results, family), f"tab:ablation_{family}",
+                f"Ablation of {method_name(family)}") for family in preset_families()]
+    for name, table, label, title in tables:
         if table is None:
             continue
         if "latex" in formats:
             written.append(_write(reports / f"{name}.tex", to_latex(table, label)))
         if "markdown" in formats:
-            written.append(_write(reports / f"{name}.md", f"# {TITLES[name]}\n\n{to_markdown(table)}"))
+            written.append(_write(reports / f"{name}.md", f"# {title}\n\n{to_markdown(table)}"))
     written.append(_write(reports / "health.md", health_report(results)))
     main_rows = results[~results["method"].isin(ablation_presets())]
     if not main_rows.empty:

@@ -3,7 +3,7 @@ layout. Only our own numbers go into these tables; the paper's printed numbers a
 separate comparison (`compare_paper`).
 
 Table II: rows are the single-mode baselines, then the multi-mode baselines (with, in parentheses,
-the change against their single-mode row), then MICS, then the supervised bounds in a block of their
+the change against their single-mode row), then the fused methods (MICS, CMC, RFPMSS), then the supervised bounds in a block of their
 own that is not ranked; columns are datasets x label ratios (50, 30, 10, 5). The best value of each
 column is bold. With several seeds a cell is mean +- standard deviation; with one seed the
 Markdown table also shows the run's bootstrap 95% interval."""
@@ -23,7 +23,7 @@ from .reference import COMPONENT_NAMES, COMPONENTS, ablation_layout, ablation_pr
 # Registry names -> the paper's spelling, in the paper's row order.
 NAMES = {
     "fixmatch": "FixMatch", "flexmatch": "FlexMatch", "dash": "Dash", "freematch": "FreeMatch",
-    "softmatch": "SoftMatch", "habit": "HABIT", "siavc": "SIAVC", "mics": "MICS",
+    "softmatch": "SoftMatch", "habit": "HABIT", "siavc": "SIAVC", "mics": "MICS", "cmc": "CMC", "rfpmss": "RFPMSS",
     "supervised": "Supervised", "fullysupervised": "Fully supervised",
 }
 DATASET_NAMES = {"synthetic": "Synthetic", "kvasir": "Kvasir", "kvasir-v2": "Kvasir-v2", "paired": "Paired"}
@@ -168,7 +168,7 @@ def table2(results: pd.DataFrame) -> Table | None:
     blocks = [
         ("single mode (WLI)", rows("single", baselines), True),
         ("multi mode (WLI, NBI as the strong view)", rows("multi", baselines), True),
-        ("fused (MICS)", rows("fused", baselines), True),
+        ("fused (two encoders, WLI + NBI)", rows("fused", baselines), True),
         ("bounds (not ranked)", rows("single", [m for m in BOUNDS if m in order]), False),
     ]
     blocks = [b for b in blocks if b[1]]
@@ -213,6 +213,36 @@ def ablation_table(results: pd.DataFrame, table: str) -> Table | None:
                  labels={(m, "fused"): label for m, label, _ in layout},
                  mark_names=tuple(COMPONENT_NAMES[c] for c in COMPONENTS[table]),
                  marks={(m, "fused"): flags for m, _, flags in layout}, caption=caption)
+
+
+def preset_ablation_table(results: pd.DataFrame, family: str) -> Table | None:
+    """The ablation presets of a fused method family other than MICS (e.g. CMC's), beside the full
+    method at the ratios the presets ran; None unless a preset has a record. Rows are labelled by the
+    presets' registered descriptions (each says which loss or module is off)."""
+    import methods
+
+    presets = [spec.name for spec in methods.list_methods("ablation") if spec.family == family]
+    if not set(presets) & set(results["method"]):
+        return None
+    names = [family, *presets]
+    summary = summarize(results[results["method"].isin(names) & (results["mode"] == "fused")])
+    columns = _columns(summarize(results[results["method"].isin(presets)]))
+    rows = [(method, "fused") for method in names if method in set(summary["method"])]
+    f = _frames(summary, rows, columns)
+    delta = pd.DataFrame(math.nan, index=f["mean"].index, columns=f["mean"].columns)
+    labels = {(m, "fused"): f"{method_name(m)} (all)" if m == family else methods.get_method(m).description
+              for m, _ in rows}
+    caption = (f"Ablation of {method_name(family)}: top-1 test accuracy (%). Best of each column in bold. "
+               + _seeds_note(f["n"]) + " " + _data_note(results[results["method"].isin(presets)]))
+    return Table(**f, delta=delta, best=_best(f["mean"], rows), blocks=[("", rows, True)], labels=labels,
+                 mark_names=(), marks={r: () for r in rows}, caption=caption)
+
+
+def preset_families() -> list[str]:
+    """Method families with registered ablation presets, MICS aside (its presets are Tables III/IV)."""
+    import methods
+
+    return sorted({spec.family for spec in methods.list_methods("ablation")} - {"mics"})
 
 
 def _seeds_note(n: pd.DataFrame) -> str:

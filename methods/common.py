@@ -1,4 +1,4 @@
-"""Pieces the single-backbone methods share: the WLI classifier, labeled and unlabeled batches."""
+"""Pieces the methods share: the WLI classifier, labeled, unlabeled and paired batches."""
 from __future__ import annotations
 
 import functools
@@ -33,13 +33,25 @@ class WLIClassifier(nn.Module):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Pooled pre-logit features, (N, D)."""
-        return self.backbone.forward_head(self.backbone.forward_features(x), pre_logits=True)
+        return pooled(self.backbone, x)
 
     def predict(self, batch: Batch) -> torch.Tensor:
         return self.backbone(batch["wli"])
 
     def embed(self, batch: Batch) -> torch.Tensor:
         return self.features(batch["wli"])
+
+
+def pooled(encoder: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """A timm ViT's pooled pre-logit feature: (N, 3, H, W) -> (N, D)."""
+    return encoder.forward_head(encoder.forward_features(x), pre_logits=True)
+
+
+def stage_cfg(train_cfg: dict, iterations: int, reference: int, **changes) -> dict:
+    """The profile's train settings for a stage of `iterations`: its lr warm-up, given for a stage of
+    `reference` iterations (the run's `train` stage, to which `benchmark.budget` scaled it), keeps its share."""
+    warmup = round(int(train_cfg.get("warmup_iterations", 0)) * iterations / max(1, reference))
+    return {**train_cfg, "warmup_iterations": warmup, **changes}
 
 
 class LabeledBatches:
@@ -54,6 +66,25 @@ class LabeledBatches:
         idx = self.stream.indices(it)
         x = weak_augment(to_tensor(self.part.wli[idx], self.device), step_generator(self.seed, it, salt=1))
         return x, torch.as_tensor(self.part.labels[idx], device=self.device)
+
+
+class PairedBatches:
+    """Shuffled (WLI, NBI[, label]) batches. Both images of a pair get the same flip and crop, so
+    their patches stay registered for the cross-attention; batch `it` depends only on (seed, it).
+    Under torchrun, this process's share of the global batch."""
+
+    def __init__(self, wli: np.ndarray, nbi: np.ndarray, labels: np.ndarray | None, batch_size: int,
+                 seed: int, device: torch.device, salt: int):
+        self.wli, self.nbi, self.labels, self.seed, self.device, self.salt = wli, nbi, labels, seed, device, salt
+        self.stream = BatchStream(len(wli), batch_size, seed, salt)
+
+    def __call__(self, it: int) -> tuple[torch.Tensor, ...]:
+        idx = self.stream.indices(it)
+        views = tuple(weak_augment(to_tensor(images[idx], self.device), step_generator(self.seed, it, self.salt))
+                      for images in (self.wli, self.nbi))
+        if self.labels is None:
+            return views
+        return (*views, torch.as_tensor(self.labels[idx], device=self.device))
 
 
 class UnlabeledBatches:

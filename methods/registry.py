@@ -86,7 +86,8 @@ class MethodSpec:
 
     def stage_iterations(self, cfg: dict, sizes: Sizes) -> dict[str, int]:
         """Iterations of each stage of one run on a split of `sizes` (`SemiSupervisedSplit.sizes()`): the
-        budgets its `time_constants` scale to (`benchmark.budget`); `train` is always the profile's."""
+        budgets its `time_constants` scale to (`benchmark.budget`); `train` is the profile's `train.iterations`
+        unless a stage of that name declares its own (CMC's and RFPMSS's stages share the profile's)."""
         return {"train": int(cfg["train"]["iterations"]),
                 **{stage.loop: stage.iterations(cfg, sizes) for stage in self.cost.stages}}
 

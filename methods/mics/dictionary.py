@@ -15,7 +15,7 @@ from torch import nn
 
 from benchmark.data.loaders import to_tensor
 
-from .pretraining import pooled
+from ..common import pooled
 
 
 @torch.no_grad()

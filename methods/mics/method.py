@@ -27,13 +27,14 @@ import torch
 from benchmark import distributed
 from benchmark.config import deep_merge, method_presets
 from benchmark.contract import RunContext, Trained
-from benchmark.data.loaders import BatchStream, step_generator, to_tensor, weak_augment
+from benchmark.data.loaders import step_generator
 from benchmark.data.types import SemiSupervisedSplit
 from benchmark.errors import ConfigError
 from benchmark.files import atomic_write, file_lock, stable_hash, warn_once, zip_problem
 from benchmark.models import create_backbone, init_fingerprint
 from benchmark.training import TrainingLoop, atomic_save
 
+from ..common import PairedBatches
 from ..registry import Cost, Sizes, Stage, register_method
 from ..schema import MICSConfig
 from .dictionary import extract_features, shift_dictionary
@@ -52,25 +53,6 @@ def _check(settings: dict) -> None:
         raise ConfigError("method.finetune.svd and method.finetune.tmc need the NBI branch (method.finetune.nbi=true)")
     if rcfg["loss"] not in ("image", "masked"):
         raise ConfigError(f"unknown method.pretrain.reconstructive.loss '{rcfg['loss']}'; valid: image, masked")
-
-
-class PairedBatches:
-    """Shuffled (WLI, NBI[, label]) batches. Both images of a pair get the same flip and crop, so
-    their patches stay registered for the cross-attention; batch `it` depends only on (seed, it).
-    Under torchrun, this process's share of the global batch."""
-
-    def __init__(self, wli: np.ndarray, nbi: np.ndarray, labels: np.ndarray | None, batch_size: int,
-                 seed: int, device: torch.device, salt: int):
-        self.wli, self.nbi, self.labels, self.seed, self.device, self.salt = wli, nbi, labels, seed, device, salt
-        self.stream = BatchStream(len(wli), batch_size, seed, salt)
-
-    def __call__(self, it: int) -> tuple[torch.Tensor, ...]:
-        idx = self.stream.indices(it)
-        views = tuple(weak_augment(to_tensor(images[idx], self.device), step_generator(self.seed, it, self.salt))
-                      for images in (self.wli, self.nbi))
-        if self.labels is None:
-            return views
-        return (*views, torch.as_tensor(self.labels[idx], device=self.device))
 
 
 def _training_pairs(data, num_classes: int | None) -> tuple[np.ndarray, np.ndarray, int]:

@@ -33,6 +33,7 @@ from torch.func import functional_call
 
 from benchmark.distributed import all_gather, shard_rows, world_size
 
+from ..common import pooled
 from .losses import consistency_loss, info_nce
 
 
@@ -215,11 +216,6 @@ class SynergisticPretrainer(nn.Module):
         weights = {"l_dis": c["a_dis"], "l_res": c["a_res"], "l_a": c["a_a"], "l_adv": c["a_adv"], "l_disc": 1.0}
         out["loss"] = sum(weights[k] * v for k, v in out.items())
         return out
-
-
-def pooled(encoder: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """A timm ViT's pooled pre-logit feature: (N, 3, H, W) -> (N, D)."""
-    return encoder.forward_head(encoder.forward_features(x), pre_logits=True)
 
 
 def encode_visible(encoder: nn.Module, x: torch.Tensor, ids_keep: torch.Tensor) -> torch.Tensor:
