@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import BenchmarkError
-from .files import atomic_write, file_lock, remove_stale_temporaries, warn_once
+from .files import atomic_write, file_lock, remove_stale_temporaries, warn_once, write_if_changed
 
 RECORD = "result.json"
 FAILED = "failed.json"  # marker of a run that stopped with an error; its log says why
@@ -113,12 +113,11 @@ def rebuild_results_csv(out: Path) -> pd.DataFrame:
     path = Path(out) / RESULTS
     table = records_table(out)
     if path.exists() and path.read_bytes() == table.to_csv(index=False).encode():
-        return table
+        return table  # checked before the lock too: a read-only folder cannot take it
     with file_lock(Path(out) / ".results.lock"):
         remove_stale_temporaries(path)
         table = records_table(out)
-        with atomic_write(path) as tmp:
-            table.to_csv(tmp, index=False)
+        write_if_changed(path, table.to_csv(index=False).encode())
     return table
 
 
