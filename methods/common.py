@@ -193,9 +193,11 @@ def augmenter(restart: bool = False) -> ProcessPoolExecutor:
                                          initializer=follow_parent, initargs=(os.getpid(),))
         _DELIVERED = False
         # Shut down before a multiprocessing worker (a `run --workers` slot) joins its children at exit:
-        # an idle worker waits for work and would be joined forever.
+        # an idle worker waits for work and would be joined forever. Above priority 10, at which
+        # multiprocessing's queues stop their feeder threads: after that, the pool's stop message to
+        # its worker is never sent, and the shutdown waits forever.
         multiprocessing.util.Finalize(None, _AUGMENTER.shutdown, kwargs={"cancel_futures": True},
-                                      exitpriority=10)
+                                      exitpriority=100)
     return _AUGMENTER
 
 

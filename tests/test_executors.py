@@ -13,6 +13,7 @@ import os
 import shutil
 import signal
 import stat
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +59,12 @@ def _assert_same_records(out: Path, reference: Path) -> None:
                                       np.load(theirs / "test_outputs.npz")["logits"])
 
 
+def _start_the_augmenter() -> int:
+    """In a worker process: start the RandAugment worker, as a single-mode cell does, and use it."""
+    from methods.common import augmenter
+    return augmenter().submit(os.getpid).result()
+
+
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory) -> Path:
     """The default executor: the good cells one after the other, in this process."""
@@ -85,6 +92,22 @@ def test_workers_give_the_sequential_records_and_survive_a_crash(reference, tmp_
     for follower in GOOD_CELLS[1:]:
         assert (out / "runs" / follower / "config_hash").stat().st_mtime_ns >= leader_end, follower
     assert len(open(out / "results.csv").readlines()) == 1 + 3
+
+
+def test_a_worker_that_started_the_augmenter_ends_when_closed() -> None:
+    """A `--workers` slot whose cells used the RandAugment worker (single mode) ends when the grid closes
+    it: the augmenter is shut down at the slot's exit, before multiprocessing stops the queue that
+    carries the augmenter's stop message; otherwise the grid waits forever after its last cell."""
+    slot = executors._Worker(0, 2, "cpu")
+    assert slot.pool.submit(_start_the_augmenter).result(timeout=120) > 0
+    closing = threading.Thread(target=slot.close, daemon=True)
+    closing.start()
+    closing.join(timeout=60)
+    stuck = closing.is_alive()
+    if stuck:  # end the worker, or this test session would wait for it at its own exit
+        for process in list(slot.pool._processes.values()):
+            process.kill()
+    assert not stuck, "the worker did not end: its augmenter was never stopped"
 
 
 def test_slurm_path_on_submitits_local_executor(reference, tmp_path, monkeypatch, capsys) -> None:
