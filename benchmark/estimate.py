@@ -20,7 +20,7 @@ import methods
 from methods.registry import REFERENCE, Sizes
 
 from . import budget
-from .data import dataset_key
+from .data import dataset_key, split_ratios, split_seed
 from .data.cache import cache_root, key_of
 from .data.splits import labeled_indices, split_indices
 from .data.synthetic import synthetic_labels
@@ -50,9 +50,9 @@ def _split_sizes(data_json: str, labels: float, seed: int) -> Sizes | None:
     y = _dataset_labels(data_cfg)
     if y is None:
         return None
-    parts = split_indices(y, tuple(data_cfg["split"]), seed)
+    parts = split_indices(y, split_ratios(data_cfg), split_seed(data_cfg, seed))
     classes = tuple(str(c) for c in range(int(y.max()) + 1))
-    n_labeled = len(labeled_indices(parts["train"], y, labels, seed, classes))
+    n_labeled = len(labeled_indices(parts["train"], y, labels, split_seed(data_cfg, seed), classes))
     return {"train": len(parts["train"]), "labeled": n_labeled, "val": len(parts["val"]), "test": len(parts["test"])}
 
 

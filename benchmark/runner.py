@@ -32,9 +32,8 @@ from . import budget, distributed
 from .config import build_config, config_hash, set_dotted, validate_config
 from .contract import MODES, RunContext, Trained
 from .curves import CurveWriter
-from .data import DATASETS, check_ratio, load_dataset, load_split_indices, make_split
+from .data import DATASETS, check_ratio, labeled_subset, load_dataset, load_split_indices, make_split
 from .data.loaders import eval_batches
-from .data.splits import labeled_indices
 from .errors import BenchmarkError, ConfigError, storage_error, unknown_name
 from .files import atomic_write, file_lock, lock_holder, warn_once, zip_problem
 from .health import PseudoLabelMonitor, collapsed
@@ -184,9 +183,9 @@ def check_cells(cells: list[Cell], configs: list[dict]) -> None:
             continue
         seen.add(key)
         raw, cache = load_dataset(cfg["data"])
-        train = load_split_indices(raw, cache, cfg["data"], cell.seed)["train"]
-        labeled = labeled_indices(train, raw.labels, cell.labels, cell.seed, raw.classes)
-        if spec.uses_unlabeled and len(labeled) == len(train):
+        parts = load_split_indices(raw, cache, cfg["data"], cell.seed)
+        labeled = labeled_subset(raw, parts, cfg["data"], cell.labels, cell.seed)
+        if spec.uses_unlabeled and len(labeled) == len(parts["train"]):
             raise ConfigError(f"{cell.method} trains on unlabeled images, and {cell.labels:g}% labels of "
                               f"{cell.dataset} (seed {cell.seed}) leave none; use fullysupervised for the "
                               "all-labels bound")

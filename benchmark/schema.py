@@ -38,7 +38,13 @@ class Section(BaseModel):
 
 
 class SyntheticConfig(Section):
-    num_per_class: int = Field(250, ge=1, description="scenes rendered per class (6 classes); quick: 1,500 pairs")
+    """The embedded dataset's size, as scenes per class in each part: more validation and test scenes make
+    the evaluation less noisy at no training cost (docs/protocol.md §8)."""
+
+    train_per_class: int = Field(150, ge=1, description="training scenes per class (6 classes)")
+    val_per_class: int = Field(250, ge=1, description="validation scenes per class")
+    test_per_class: int = Field(500, ge=1, description="test scenes per class: 3,000 images, a binomial "
+                                                        "standard deviation of at most 0.9 points")
     seed: int = Field(0, ge=0, description="seed of the scenes; run seeds change the split, not the images")
 
 
@@ -49,7 +55,10 @@ class DataConfig(Section):
     image_size: int = Field(64, ge=8, description="real datasets are resized to it; synthetic scenes rendered at it")
     synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig)
     split: list[float] = Field([0.6, 0.2, 0.2], min_length=3, max_length=3,
-                               description="train / val / test proportions, stratified (paper Table I: 6:2:2)")
+                               description="train / val / test proportions, stratified (paper Table I: 6:2:2); "
+                                           "synthetic: its per-class counts instead")
+    split_seed: int | None = Field(None, ge=0, description="seed of the split and the labeled subsets; null: the "
+                                                           "run's seed (docs/protocol.md §8, the noise decomposition)")
     include_labeled_in_unlabeled: bool = Field(
         True, description="the labeled images are unlabeled images too (USB's include_lb_to_ulb, its default)")
 

@@ -8,8 +8,7 @@ import numpy as np
 from PIL import Image
 
 from ..config import DEFAULT_PROFILE, load_profile, parse_overrides, set_dotted
-from ..data import DATASETS, load_dataset, load_split_indices
-from ..data.splits import labeled_indices
+from ..data import DATASETS, dataset_key, labeled_subset, load_dataset, load_split_indices
 from ..errors import ConfigError, unknown_name
 from ..files import atomic_write
 from ..schema import DataConfig, validate
@@ -70,7 +69,7 @@ def describe(raw, folder: Path, data_cfg: dict, seed: int, ratios: list[float]) 
     for name, idx in parts.items():
         table[name] = np.bincount(raw.labels[idx], minlength=len(raw.classes))
     for r in ratios:
-        lab = labeled_indices(parts["train"], raw.labels, r, seed, raw.classes)
+        lab = labeled_subset(raw, parts, data_cfg, r, seed)
         table[f"labeled@{r:g}%"] = np.bincount(raw.labels[lab], minlength=len(raw.classes))
     table.loc["total"] = table.sum()
     return f"{data_cfg['name']} (seed {seed}, cache {folder})\n{table.to_string()}"
@@ -100,7 +99,7 @@ def _calibrate(dataset: str, data_cfg: dict) -> int:
         raise ConfigError(f"'data calibrate' measures the synthetic dataset only, not '{dataset}'")
     from ..data.calibration import calibrate
 
-    syn = data_cfg["synthetic"]
-    table = calibrate(int(syn["num_per_class"]), int(data_cfg["image_size"]), int(syn["seed"]))
+    table = calibrate(int(dataset_key(data_cfg)["num_per_class"]), int(data_cfg["image_size"]),
+                      int(data_cfg["synthetic"]["seed"]))
     print(table.to_string())
     return 0

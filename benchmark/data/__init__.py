@@ -23,8 +23,27 @@ CACHE_VERSION = 2
 
 __all__ = [
     "DATASETS", "KVASIR_CLASSES", "PairedArrays", "RawDataset", "SemiSupervisedSplit",
-    "check_ratio", "load_dataset", "make_split", "dataset_key",
+    "check_ratio", "labeled_subset", "load_dataset", "make_split", "dataset_key", "split_ratios", "split_seed",
 ]
+
+
+def split_ratios(data_cfg: dict) -> tuple[float, float, float]:
+    """Train / val / test proportions of each class: `data.split`, or for the synthetic dataset its
+    per-class scene counts (which every class has exactly, so the split takes exactly those counts)."""
+    if data_cfg["name"] == "synthetic":
+        syn = data_cfg["synthetic"]
+        return tuple(float(syn[f"{part}_per_class"]) for part in ("train", "val", "test"))
+    return tuple(float(r) for r in data_cfg["split"])
+
+
+def split_seed(data_cfg: dict, seed: int) -> int:
+    """The seed that draws the split and the labeled subsets: the run's, unless `data.split_seed` fixes it
+    (to tell the labeled split's share of a cell's spread from the training's)."""
+    return seed if data_cfg.get("split_seed") is None else int(data_cfg["split_seed"])
+
+
+def _scenes_per_class(data_cfg: dict) -> int:
+    return int(sum(split_ratios(data_cfg)))
 
 
 def dataset_key(data_cfg: dict) -> dict:
@@ -34,9 +53,8 @@ def dataset_key(data_cfg: dict) -> dict:
         raise unknown_name("dataset", name, DATASETS)
     size = int(data_cfg["image_size"])
     if name == "synthetic":
-        syn = data_cfg["synthetic"]
         return {"version": CACHE_VERSION, "name": name, "image_size": size,
-                "num_per_class": int(syn["num_per_class"]), "seed": int(syn["seed"])}
+                "num_per_class": _scenes_per_class(data_cfg), "seed": int(data_cfg["synthetic"]["seed"])}
     root = data_cfg["root"]
     if not root:
         raise ConfigError(f"dataset '{name}' needs --data-root (the folder holding its class folders)")
@@ -59,8 +77,7 @@ def _build(data_cfg: dict, progress: bool) -> RawDataset:
     if name == "synthetic":
         from .synthetic import render_synthetic
 
-        syn = data_cfg["synthetic"]
-        return render_synthetic(int(syn["num_per_class"]), size, int(syn["seed"]))
+        return render_synthetic(_scenes_per_class(data_cfg), size, int(data_cfg["synthetic"]["seed"]))
     from .folders import read_kvasir, read_paired
 
     root = Path(data_cfg["root"])
@@ -70,12 +87,12 @@ def _build(data_cfg: dict, progress: bool) -> RawDataset:
 
 
 def split_file(folder: Path, data_cfg: dict, seed: int) -> Path:
-    ratios = "-".join(f"{float(r):g}" for r in data_cfg["split"])
-    return folder / f"split-{ratios}-seed{seed}.json"
+    ratios = "-".join(f"{r:g}" for r in split_ratios(data_cfg))
+    return folder / f"split-{ratios}-seed{split_seed(data_cfg, seed)}.json"
 
 
 def load_split_indices(raw: RawDataset, folder: Path, data_cfg: dict, seed: int) -> dict[str, np.ndarray]:
-    """The train/val/test indices of a seed, read from (or first written to) its split file."""
+    """The train/val/test indices of a run's seed, read from (or first written to) its split file."""
     path = split_file(folder, data_cfg, seed)
     if path.exists():
         try:
@@ -87,8 +104,8 @@ def load_split_indices(raw: RawDataset, folder: Path, data_cfg: dict, seed: int)
         except (ValueError, TypeError, AttributeError) as err:  # not JSON, or not lists of integers
             problem = f"{type(err).__name__}: {err}"
         warn_once(path, problem, "written again")
-    parts = split_indices(raw.labels, tuple(data_cfg["split"]), seed)
-    _check_every_class(raw, parts, data_cfg["split"])
+    parts = split_indices(raw.labels, split_ratios(data_cfg), split_seed(data_cfg, seed))
+    _check_every_class(raw, parts, split_ratios(data_cfg))
     with atomic_write(path) as tmp:
         tmp.write_text(json.dumps({k: v.tolist() for k, v in parts.items()}))
     return parts
@@ -113,10 +130,16 @@ def _part(raw: RawDataset, idx: np.ndarray, hide_labels: bool = False) -> Paired
                         labels=labels, index=idx)
 
 
+def labeled_subset(raw: RawDataset, parts: dict[str, np.ndarray], data_cfg: dict, labels: float,
+                   seed: int) -> np.ndarray:
+    """Dataset indices of the labeled images of a run: `labels` % of each class of `parts["train"]`."""
+    return labeled_indices(parts["train"], raw.labels, labels, split_seed(data_cfg, seed), raw.classes)
+
+
 def make_split(raw: RawDataset, folder: Path, data_cfg: dict, labels: float, seed: int) -> SemiSupervisedSplit:
     """The semi-supervised view of one (dataset, seed, label ratio)."""
     parts = load_split_indices(raw, folder, data_cfg, seed)
-    labeled = labeled_indices(parts["train"], raw.labels, labels, seed, raw.classes)
+    labeled = labeled_subset(raw, parts, data_cfg, labels, seed)
     # USB's include_lb_to_ulb: the labeled images are also unlabeled images (its default, and usb_cv's)
     unlabeled = parts["train"] if data_cfg.get("include_labeled_in_unlabeled") else np.setdiff1d(parts["train"], labeled)
     return SemiSupervisedSplit(
