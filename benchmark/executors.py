@@ -41,6 +41,7 @@ from .schema import CLUSTERS
 from .results import rebuild_results_csv
 from .runner import LOG, Cell, Outcome, is_done, run_cell, summary_line
 from .lifetime import follow_parent
+from .runtime import available_cores
 
 EXECUTORS = ("local", "slurm")
 JOB_NAME = "mics-bench"
@@ -176,7 +177,7 @@ class _Worker:
 
     def __init__(self, index: int, count: int, device: str):
         gpus = torch.cuda.device_count() if device != "cpu" else 0
-        threads = max(1, len(os.sched_getaffinity(0)) // count)
+        threads = max(1, available_cores() // count)
         self.initargs = (threads, index % gpus if gpus else None)
         self.pool = self._start()
 

@@ -1,6 +1,7 @@
 """Device, precision, threads and seeds: the parts of a run that depend on the machine."""
 from __future__ import annotations
 
+import os
 import random
 import resource
 import subprocess
@@ -32,9 +33,15 @@ def resolve_amp(setting, device: torch.device) -> bool:
     return bool(setting)
 
 
-def configure_threads(threads: int | None) -> None:
-    if threads:
-        torch.set_num_threads(int(threads))
+def available_cores() -> int:
+    """The CPU cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def configure_threads(threads: int) -> None:
+    """`runtime.threads`: a fixed count keeps a run's floating-point sums, and so its record, the same on
+    any machine; 0 takes every core."""
+    torch.set_num_threads(int(threads) or available_cores())
 
 
 def seed_everything(seed: int) -> None:

@@ -9,6 +9,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import torch
+
 import methods
 
 from .. import distributed
@@ -22,7 +24,7 @@ from ..models import create_backbone
 from ..publish import write_reports
 from ..results import rebuild_results_csv
 from ..runner import Cell, Outcome, cell_configs, cell_status, check_cells, expand_grid, is_done, run_grid
-from ..runtime import DEVICES, resolve_device
+from ..runtime import DEVICES, available_cores, resolve_device
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -43,10 +45,35 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--executor", default="local", choices=EXECUTORS,
                         help="local: on this machine (default); slurm: one Slurm job per cell, through submitit, "
                              "with the profile's `executor` section (see docs/scale-out.md)")
-    parser.add_argument("--workers", default=1, type=int,
-                        help="--executor local: cells at once, each in its own process (default 1: in this process)")
+    parser.add_argument("--workers", default="auto",
+                        help="--executor local: cells at once, each in its own process; auto (default): one per "
+                             "core at runtime.threads each, on CUDA --cells-per-gpu per GPU; 1: in this process")
+    parser.add_argument("--cells-per-gpu", default=2, type=int,
+                        help="--workers auto on CUDA: cells that share one GPU (default 2)")
     parser.add_argument("--wait", action="store_true",
                         help="--executor slurm: follow the jobs to their end (default: submit, print the job ids, return)")
+
+
+def _workers(args: argparse.Namespace, configs: list[dict]) -> int:
+    """Cells at once: `--workers N`, or for `auto` as many as the machine holds at `runtime.threads` each
+    (one per core at the default of 1; on CUDA `--cells-per-gpu` per GPU). Under torchrun, Slurm or with
+    every core per cell (threads 0): one, in this process."""
+    if args.workers != "auto":
+        try:
+            workers = int(args.workers)
+        except ValueError:
+            workers = 0
+        if workers < 1:
+            raise ConfigError(f"bad --workers {args.workers}; expected auto or a number from 1")
+        return workers
+    if args.cells_per_gpu < 1:
+        raise ConfigError(f"bad --cells-per-gpu {args.cells_per_gpu}; expected 1 or more")
+    if args.executor != "local" or distributed.world_size() > 1:
+        return 1
+    if resolve_device(args.device if args.device != "auto" else configs[0]["runtime"]["device"]).type == "cuda":
+        return torch.cuda.device_count() * args.cells_per_gpu
+    threads = max(int(cfg["runtime"]["threads"]) for cfg in configs)
+    return max(1, available_cores() // threads) if threads else 1
 
 
 def check_out(out: Path, needs_writing: bool) -> None:
@@ -69,12 +96,11 @@ def main(args: argparse.Namespace) -> int:
     resolve_device(args.device)  # a bad or missing device is an error before anything runs
     configs = cell_configs(cells, args.profile, overrides, args.data_root, args.nbi)
     slurm = take_slurm_settings(configs)
-    if args.workers < 1:
-        raise ConfigError(f"bad --workers {args.workers}; expected 1 or more")
-    if args.workers > 1 and args.executor != "local":
-        raise ConfigError("--workers is for --executor local; on Slurm, executor.array_parallelism limits the jobs at once")
     distributed.init()
-    if distributed.world_size() > 1 and (args.workers > 1 or args.executor != "local"):
+    workers = _workers(args, configs)
+    if workers > 1 and args.executor != "local":
+        raise ConfigError("--workers is for --executor local; on Slurm, executor.array_parallelism limits the jobs at once")
+    if distributed.world_size() > 1 and (workers > 1 or args.executor != "local"):
         raise ConfigError("under torchrun every process runs every cell with the others; "
                           "--workers and --executor slurm start processes of their own")
     check_out(args.out, needs_writing=False)
@@ -94,8 +120,8 @@ def main(args: argparse.Namespace) -> int:
                   "Once the jobs have ended, the same command submits again only the cells still missing.")
             return 0
         outcomes += follow_jobs(jobs)
-    elif args.workers > 1:
-        outcomes = run_pool(cells, configs, args.out, args.device, args.workers)
+    elif workers > 1 and len(pending) > 1:
+        outcomes = run_pool(cells, configs, args.out, args.device, min(workers, len(pending)))
     else:
         outcomes = run_grid(cells, configs, args.out, args.device)
         if not distributed.is_main():
