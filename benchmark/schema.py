@@ -125,7 +125,10 @@ class TrainConfig(Section):
     min_lr: float = Field(0.000001, ge=0.0, description="end of the cosine decay")
     weight_decay: float = Field(0.0005, ge=0.0, description="decoupled weight decay (USB usb_cv)")
     warmup_iterations: int = Field(5120, ge=0, description="linear warm-up steps (USB usb_cv; budget-scaled)")
-    ema_momentum: float = Field(0.0, ge=0.0, lt=1.0, description="EMA of the evaluated weights, 0 = none (usb_cv)")
+    ema_momentum: float = Field(0.99, ge=0.0, lt=1.0, description="EMA of the evaluated weights, 0 = none (usb_cv); "
+                                                              "quick: a horizon of 100 of its 450 steps (budget-scaled)")
+    probe_head: bool = Field(True, description="classifier heads start from a linear probe of their features on the "
+                                                "labeled images (LP-FT; benchmark/probe.py)")
 
 
 class _Overlay(Section):
@@ -176,8 +179,10 @@ class ProfileConfig(Section):
     init: InitConfig | None = Field(default_factory=InitConfig, description="null: nothing for `init build`")
     train: TrainConfig = Field(default_factory=TrainConfig)
     time_constants: list[TimeConstants] = Field(
-        [TimeConstants(stage="train", reference=204800, keys=["train.warmup_iterations"])],
-        description="the profile's time constants: the lr warm-up, defined for usb_cv's 204,800 iterations")
+        [TimeConstants(stage="train", reference=204800, keys=["train.warmup_iterations"]),
+         TimeConstants(stage="train", reference=450, keys=["train.ema_momentum"])],
+        description="the profile's time constants: the lr warm-up, defined for usb_cv's 204,800 iterations, and the "
+                    "evaluated weights' EMA, defined for the quick profile's 450")
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
 

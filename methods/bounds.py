@@ -9,12 +9,13 @@ from benchmark.data.types import SemiSupervisedSplit
 from benchmark.models import create_backbone
 from benchmark.training import TrainingLoop
 
-from .common import LabeledBatches, WLIClassifier
+from .common import LabeledBatches, WLIClassifier, probe_wli_head
 from .registry import register_method
 
 
 def _train_supervised(data: SemiSupervisedSplit, cfg: dict, ctx: RunContext) -> Trained:
     model = WLIClassifier(create_backbone(cfg["model"], data.num_classes)).to(ctx.device)
+    probe_wli_head(model, data.labeled, ctx.device, cfg["train"])
     batches = LabeledBatches(data.labeled, int(cfg["train"]["batch_size"]), ctx.seed, ctx.device)
     forward = ctx.distribute(model)  # under torchrun: gradients averaged across processes
 

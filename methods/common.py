@@ -19,6 +19,8 @@ from benchmark.data.loaders import BatchStream, step_generator, to_tensor, weak_
 from benchmark.data.types import PairedArrays
 from benchmark.distributed import shard_rows
 from benchmark.lifetime import follow_parent
+from benchmark.probe import probe_heads
+from benchmark.runtime import available_cores
 
 
 class WLIClassifier(nn.Module):
@@ -40,6 +42,12 @@ class WLIClassifier(nn.Module):
 
     def embed(self, batch: Batch) -> torch.Tensor:
         return self.features(batch["wli"])
+
+
+def probe_wli_head(model: WLIClassifier, labeled: PairedArrays, device: torch.device, train_cfg: dict) -> None:
+    """The classifier's head from a linear probe of its pooled WLI features (`benchmark.probe`)."""
+    probe_heads([(model.backbone.get_classifier(), lambda batch: model.features(batch["wli"]))], labeled, device,
+                train_cfg)
 
 
 def pooled(encoder: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -170,8 +178,7 @@ def augmenter_fits(device: torch.device) -> bool:
     threads leave one of this process's cores free (e.g. `runtime.threads: 1` on two cores). Else the
     worker would take its CPU time from the step's threads, and stalling them costs more than making
     the strong sources in line (docs/perf.md)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return torch.device(device).type == "cuda" or torch.get_num_threads() < cores
+    return torch.device(device).type == "cuda" or torch.get_num_threads() < available_cores()
 
 
 def augmenter(restart: bool = False) -> ProcessPoolExecutor:

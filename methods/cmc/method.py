@@ -11,6 +11,7 @@ from benchmark.config import method_presets
 from benchmark.contract import RunContext, Trained
 from benchmark.data.types import SemiSupervisedSplit
 from benchmark.models import create_backbone
+from benchmark.probe import probe_heads
 from benchmark.training import TrainingLoop
 
 from ..common import PairedBatches, stage_cfg
@@ -35,6 +36,7 @@ def train(data: SemiSupervisedSplit, cfg: dict, ctx: RunContext) -> Trained:
     total = sum(stages.values())
     model = CMCClassifier(create_backbone(cfg["model"], num_classes=0), create_backbone(cfg["model"], num_classes=0),
                           data.num_classes, settings).to(ctx.device)
+    probe_heads(model.probed_heads(), data.labeled, ctx.device, train_cfg)
     batch = int(train_cfg["batch_size"])
     labeled = PairedBatches(data.labeled.wli, data.labeled.nbi, data.labeled.labels, batch, ctx.seed, ctx.device, salt=21)
     unlabeled = PairedBatches(data.unlabeled.wli, data.unlabeled.nbi, None, batch * int(train_cfg["uratio"]),

@@ -8,6 +8,8 @@ and three classifiers (WLI, NBI, fused).
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 from timm.layers import trunc_normal_
@@ -77,6 +79,13 @@ class CMCClassifier(nn.Module):
             heads = mia["heads"] or enc_w.blocks[0].attn.num_heads
             mlp_ratio = mia["mlp_ratio"] or enc_w.blocks[0].mlp.fc1.out_features / dim
             self.fusion = MIAFusion(dim, int(mia["depth"]), int(heads), float(mlp_ratio))
+
+    def probed_heads(self) -> list[tuple[nn.Linear, Callable[[Batch], torch.Tensor]]]:
+        """Each branch's classifier and the feature it reads, for `benchmark.probe`."""
+        pooled = {"wli": lambda batch: self.enc_w.forward_head(self.enc_w.forward_features(batch["wli"]), pre_logits=True),
+                  "nbi": lambda batch: self.enc_n.forward_head(self.enc_n.forward_features(batch["nbi"]), pre_logits=True),
+                  "fused": self.features}
+        return [(self.heads[k], pooled[k]) for k in BRANCHES]
 
     def branches(self) -> ModalityBranches:
         return ModalityBranches(self.enc_w, self.enc_n, self.heads["wli"], self.heads["nbi"])

@@ -14,6 +14,7 @@ from benchmark.contract import Batch, RunContext, Trained
 from benchmark.data.loaders import step_generator
 from benchmark.data.types import SemiSupervisedSplit
 from benchmark.health import PseudoLabels
+from benchmark.probe import probe_heads
 from benchmark.training import TrainingLoop
 
 from ..common import LabeledBatches, UnlabeledBatches
@@ -46,7 +47,10 @@ class HABITModel(nn.Module):
                  description="HABIT (TMI 2023): MRNet two-path ViT, RFC, CMH teacher", config=HABITConfig)
 def train(data: SemiSupervisedSplit, cfg: dict, ctx: RunContext) -> Trained:
     hp, tr = cfg["method"], cfg["train"]
-    model = HABITModel(MRNet(cfg["model"], data.num_classes, int(hp["mrnet"]["window"]))).to(ctx.device)
+    student = MRNet(cfg["model"], data.num_classes, int(hp["mrnet"]["window"])).to(ctx.device)
+    probe_heads([(head, lambda batch, p=p: student(batch["wli"]).features[p]) for p, head in enumerate(student.heads)],
+                data.labeled, ctx.device, tr)
+    model = HABITModel(student).to(ctx.device)  # the teacher starts as a copy of the probed student
     batch = int(tr["batch_size"])
     labeled = LabeledBatches(data.labeled, batch, ctx.seed, ctx.device)
     unlabeled = UnlabeledBatches(data.unlabeled, batch * int(tr["uratio"]), ctx.seed, ctx.device, hp["mode"])

@@ -10,6 +10,8 @@ Switches (Table IV): `nbi` (off: WLI encoder and classifier only), `svd`, `tmc`.
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 from timm.layers import Mlp
@@ -81,6 +83,17 @@ class MICSClassifier(nn.Module):
         if fcfg["tmc"]:
             self.evidence = nn.ModuleDict({k: nn.Sequential(nn.Linear(dim, num_classes), nn.Softplus())
                                            for k in ("wli", "nbi", "fused")})
+
+    def probed_heads(self) -> list[tuple[nn.Linear, Callable[[Batch], torch.Tensor]]]:
+        """Every linear classifier and the feature it reads, for `benchmark.probe`: cls on z_f, and with TMC
+        each view's evidence layer on its own feature."""
+        def feature(name: str) -> Callable[[Batch], torch.Tensor]:
+            return lambda batch: self.forward_features(batch["wli"], batch["nbi"])[name]
+
+        heads = [(self.cls, feature("fused"))]
+        if self.fcfg["tmc"]:
+            heads += [(self.evidence[k][0], feature(k)) for k in ("wli", "nbi", "fused")]
+        return heads
 
     @property
     def head(self) -> str:

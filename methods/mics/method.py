@@ -32,6 +32,7 @@ from benchmark.data.types import SemiSupervisedSplit
 from benchmark.errors import ConfigError
 from benchmark.files import atomic_write, file_lock, stable_hash, warn_once, zip_problem
 from benchmark.models import create_backbone, init_fingerprint
+from benchmark.probe import probe_heads
 from benchmark.training import TrainingLoop, atomic_save
 
 from ..common import PairedBatches
@@ -205,6 +206,7 @@ def train(data: SemiSupervisedSplit, cfg: dict, ctx: RunContext) -> Trained:
                            state["dictionary"]).to(ctx.device)
 
     train_cfg = deep_merge(cfg["train"], fcfg["train"])
+    probe_heads(model.probed_heads(), data.labeled, ctx.device, train_cfg)
     batch = int(train_cfg["batch_size"])
     iterations = finetune_iterations(cfg, len(data.labeled))
     batches = PairedBatches(data.labeled.wli, data.labeled.nbi, data.labeled.labels, batch, ctx.seed, ctx.device, salt=13)

@@ -14,6 +14,7 @@ from benchmark.config import method_presets
 from benchmark.contract import RunContext, Trained
 from benchmark.data.types import SemiSupervisedSplit
 from benchmark.models import create_backbone
+from benchmark.probe import probe_heads
 from benchmark.training import TrainingLoop
 
 from ..common import PairedBatches, stage_cfg
@@ -77,6 +78,8 @@ def train(data: SemiSupervisedSplit, cfg: dict, ctx: RunContext) -> Trained:
     info = {}
     if stages["pretrain"] > 0 and not main.path.exists():  # a resumed stage 2 has stage 1 in its checkpoint
         info = _pretrain(model, data, cfg, ctx, stages["pretrain"], stages["train"])
+    # after stage 1: the head reads the projections it trained (a resumed stage 2 loads its own head)
+    probe_heads([(model.head, model.embed)], data.labeled, ctx.device, train_cfg)
     labeled = PairedBatches(data.labeled.wli, data.labeled.nbi, data.labeled.labels, int(train_cfg["batch_size"]),
                             ctx.seed, ctx.device, salt=32)
     forward_loss = ctx.distribute(model, "forward_loss")

@@ -17,7 +17,7 @@ from benchmark.health import PseudoLabels
 from benchmark.models import create_backbone
 from benchmark.training import TrainingLoop
 
-from ..common import LabeledBatches, UnlabeledBatches, WLIClassifier
+from ..common import LabeledBatches, UnlabeledBatches, WLIClassifier, probe_wli_head
 from ..registry import register_method
 from ..schema import SIAVCConfig
 from .cam import MixRatioDiscriminator, cross_set_loss, cross_set_mix
@@ -44,6 +44,7 @@ def train(data: SemiSupervisedSplit, cfg: dict, ctx: RunContext) -> Trained:
     hp, tr = cfg["method"], cfg["train"]
     backbone = create_backbone(cfg["model"], data.num_classes)
     model = SIAVCNet(backbone, tuple(hp["cam"]["hidden"])).to(ctx.device)
+    probe_wli_head(model, data.labeled, ctx.device, tr)
     batch = int(tr["batch_size"])
     labeled = LabeledBatches(data.labeled, batch, ctx.seed, ctx.device)
     unlabeled = UnlabeledBatches(data.unlabeled, batch * int(tr["uratio"]), ctx.seed, ctx.device, hp["mode"])

@@ -47,7 +47,7 @@ from benchmark.health import PseudoLabels
 from benchmark.models import create_backbone
 from benchmark.training import TrainingLoop, predict_logits
 
-from ..common import LabeledBatches, UnlabeledBatches, WLIClassifier, import_semilearn
+from ..common import LabeledBatches, UnlabeledBatches, WLIClassifier, import_semilearn, probe_wli_head
 
 _OURS = ("name", "mode", "time_constants", "rho_update_every")  # keys of cfg["method"] that are not semilearn arguments
 _STATE_TYPES = (torch.Tensor, bool, int, float, type(None))
@@ -132,6 +132,7 @@ class USBRun:
             # the budget-scaled interval whatever it is (semilearn's integer epochs give multiples of 10).
             self.algorithm.num_iter_per_epoch = Fraction(int(rho_every), 10)
         self.model: USBNet = self.algorithm.model  # the parameters the TrainingLoop trains
+        probe_wli_head(self.model, data.labeled, ctx.device, train)
 
     def _harness_args(self, ssl_iters: int, batch: int, uratio: int) -> dict:
         """The semilearn arguments the harness decides, the same for every method of a profile."""
