@@ -49,6 +49,8 @@ CHECKPOINTS = "*_checkpoint.pt"
 # The files saved with a record -> whether reading them must check every byte (small files), or only
 # that they are whole zip files (the model, which may weigh hundreds of MB).
 OUTPUTS = {"test_outputs.npz": True, "model.pt": False}
+# `run --method` words -> the registry group they run: Table II, the ablations, the grid's controls.
+GROUPS = {"all": "table2", "ablations": "ablation", "controls": "control"}
 
 
 @dataclass(frozen=True)
@@ -108,11 +110,12 @@ def _folder_ratio(percent: float) -> float:
 def expand_grid(method: str, labels: str, dataset: str, modes: str | None = None, seeds: str = "0") -> list[Cell]:
     """Methods x modes x label ratios x seeds x datasets, in that nesting order (datasets outermost).
 
+    `method` all | ablations | controls (a group of the registry, `GROUPS`) | comma-separated names.
     Each method runs in the modes it supports (baselines single and multi, MICS fused); a method
     with fixed labels (the fully supervised bound) runs once per dataset and seed. Arguments as `run` takes
-    them: `method` all | ablations | comma-separated names, the others comma-separated."""
-    if method in ("all", "ablations"):
-        names = [s.name for s in methods.list_methods("table2" if method == "all" else "ablation")]
+    them, comma-separated."""
+    if method in GROUPS:
+        names = [s.name for s in methods.list_methods(GROUPS[method])]
     else:
         names = list(dict.fromkeys(_csv(method)))
     specs = [methods.get_method(n) for n in names]

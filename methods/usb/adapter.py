@@ -35,6 +35,7 @@ import random
 import warnings
 from collections import OrderedDict
 from inspect import signature
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -67,17 +68,21 @@ class USBNet(WLIClassifier):
 
 class _HookOutputs(dict):
     """For the `with` block, what the algorithm's named hook calls return (its mask and pseudo-labels, for
-    the run's health), by wrapping semilearn's `call_hook`; the calls themselves are unchanged."""
+    the run's health), by wrapping semilearn's `call_hook`; the calls themselves are unchanged, but for
+    those `replace` answers instead (the controls' pseudo-labels, `methods.controls`)."""
 
-    def __init__(self, algorithm, names: tuple[str, ...]):
+    def __init__(self, algorithm, names: tuple[str, ...], replace: dict[str, Callable[[], torch.Tensor]]):
         super().__init__()
-        self.algorithm, self.names = algorithm, names
+        self.algorithm, self.names, self.replace = algorithm, names, replace
 
     def __enter__(self) -> "_HookOutputs":
         original = type(self.algorithm).call_hook.__get__(self.algorithm)
 
         def call_hook(fn_name, hook_name=None, *args, **kwargs):
-            result = original(fn_name, hook_name, *args, **kwargs)
+            if fn_name in self.replace:
+                result = self.replace[fn_name]()
+            else:
+                result = original(fn_name, hook_name, *args, **kwargs)
             if fn_name in self.names:
                 self[fn_name] = result
             return result
@@ -101,11 +106,13 @@ def usb_config(name: str, values: dict):
 class USBRun:
     """One run of semilearn algorithm `name` on a split; `fit()` trains it and returns the Trained."""
 
-    def __init__(self, name: str, data: SemiSupervisedSplit, cfg: dict, ctx: RunContext):
+    def __init__(self, name: str, data: SemiSupervisedSplit, cfg: dict, ctx: RunContext,
+                 targets: Callable[[torch.Tensor], torch.Tensor] | None = None):
         if len(data.unlabeled) == 0:
             raise ConfigError(f"{name} needs unlabeled images, and at {data.labels_percent:g}% labels there "
                               "are none; use fullysupervised for the all-labels bound")
         self.name, self.data, self.cfg, self.ctx = name, data, cfg, ctx
+        self.targets = targets  # unlabeled indices -> pseudo-labels in place of semilearn's (the controls)
         train = cfg["train"]
         self.iterations = int(train["iterations"])
         batch, uratio = int(train["batch_size"]), int(train.get("uratio", 1))
@@ -192,7 +199,8 @@ class USBRun:
         batch = {"x_lb": x_lb, "y_lb": y_lb, "x_ulb_w": x_ulb_w, "x_ulb_s": x_ulb_s, "idx_ulb": idx_ulb}
         wanted = signature(alg.train_step).parameters  # as semilearn's process_batch filters
         alg.it = it - self.warmup
-        with _HookOutputs(alg, ("masking", "gen_ulb_targets")) as seen:
+        replace = {"gen_ulb_targets": lambda: self.targets(idx_ulb)} if self.targets is not None else {}
+        with _HookOutputs(alg, ("masking", "gen_ulb_targets"), replace) as seen:
             out, log = alg.train_step(**{k: v for k, v in batch.items() if k in wanted})
         alg.it += 1
         step = {"loss": out["loss"], **{k.rsplit("/", 1)[-1]: v for k, v in log.items()}}
