@@ -138,3 +138,37 @@ def umap_figure(panels: list[tuple[str, np.ndarray, np.ndarray]], classes: list[
     written = [save_figure(fig, stem.with_name(stem.name + ext)) for ext in (".png", ".pdf")]
     plt.close(fig)
     return written
+
+
+def comparison_intervals(comparison: pd.DataFrame, path: Path) -> Path:
+    """The mean paired difference to the supervised bound with its 95 % interval, one row per method and mode,
+    one panel per (dataset, ratio): rliable's interval-estimate plot for `benchmark.comparison`'s rows."""
+    comparison = comparison[comparison["diff_low"].notna()]
+    panels = [(d, lab) for d in dataset_order(comparison["dataset"])
+              for lab in sorted(comparison.loc[comparison["dataset"] == d, "labels"].unique(), reverse=True)]
+    rows = [(m, mode) for m in method_order(comparison["method"]) for mode in MODES
+            if ((comparison["method"] == m) & (comparison["mode"] == mode)).any()]
+    fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(3.2 * max(1, len(panels)), 0.32 * len(rows) + 1.5),
+                             sharey=True, squeeze=False)
+    colors = {"above": "tab:green", "below": "tab:red", "level": "tab:grey"}
+    for ax, (dataset, labels) in zip(axes[0], panels):
+        part = comparison[(comparison["dataset"] == dataset) & (comparison["labels"] == labels)]
+        for y, (method, mode) in enumerate(rows):
+            cell = part[(part["method"] == method) & (part["mode"] == mode)]
+            if cell.empty:
+                continue
+            r = cell.iloc[0]
+            ax.plot([r["diff_low"], r["diff_high"]], [y, y], color=colors[r["mark"]], linewidth=4, alpha=0.6)
+            ax.plot([r["diff"]], [y], "|", color="black", markersize=10)
+        ax.axvline(0.0, color="black", linewidth=0.8)
+        ax.set_title(f"{DATASET_NAMES.get(dataset, dataset)} {labels:g}%")
+        ax.set_xlabel("difference to supervised (points)")
+        ax.grid(axis="x", alpha=0.3)
+    axes[0][0].set_yticks(range(len(rows)), [f"{method_name(m)} ({mode})" for m, mode in rows])
+    axes[0][0].invert_yaxis()
+    fig.suptitle("Mean paired difference to the supervised bound over seeds, 95 % interval "
+                 "(green: above, red: below, grey: not distinguishable)", fontsize=9)
+    fig.tight_layout()
+    out = save_figure(fig, path)
+    plt.close(fig)
+    return out

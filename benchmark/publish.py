@@ -9,9 +9,11 @@ import pandas as pd
 
 from .contract import MODES
 from .files import warn_once, write_if_changed, zip_problem
+from .comparison import paired_differences
 from .reference import ablation_presets
-from .report import (FULL, ablation_table, compare_paper, dataset_order, health_report, method_name, method_order,
-                     preset_ablation_table, preset_families, summarize, table2, to_latex, to_markdown)
+from .report import (CONTROLS, FULL, ablation_table, compare_paper, comparison_report, dataset_order, health_report,
+                     method_name, method_order, preset_ablation_table, preset_families, summarize, table2, to_latex,
+                     to_markdown)
 from .results import run_dir
 
 FORMATS = ("latex", "markdown")
@@ -39,7 +41,11 @@ def write_reports(results: pd.DataFrame, out: Path, reports: Path, formats=FORMA
         if "markdown" in formats:
             written.append(_write(reports / f"{name}.md", f"# {title}\n\n{to_markdown(table)}"))
     written.append(_write(reports / "health.md", health_report(results)))
-    main_rows = results[~results["method"].isin(ablation_presets())]
+    written.append(_write(reports / "comparison.md", comparison_report(results)))
+    comparison = paired_differences(results[~results["method"].isin(ablation_presets())])
+    if comparison["diff_low"].notna().any():
+        written.append(plots.comparison_intervals(comparison, reports / "comparison.png"))
+    main_rows = results[~results["method"].isin(ablation_presets() | set(CONTROLS))]
     if not main_rows.empty:
         written.append(plots.accuracy_vs_labels(summarize(main_rows), reports / "accuracy_vs_labels.png"))
         written += _confusion_figures(main_rows, out, reports, plots)

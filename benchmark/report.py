@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import pandas as pd
 from tabulate import tabulate
 
+from .comparison import ABOVE, BELOW, LEVEL, detectable_difference, paired_differences
 from .contract import MODES
 from .data import DATASETS
 from .reference import COMPONENT_NAMES, COMPONENTS, ablation_layout, ablation_presets, paper_numbers
@@ -25,7 +26,10 @@ NAMES = {
     "fixmatch": "FixMatch", "flexmatch": "FlexMatch", "dash": "Dash", "freematch": "FreeMatch",
     "softmatch": "SoftMatch", "habit": "HABIT", "siavc": "SIAVC", "mics": "MICS", "cmc": "CMC", "rfpmss": "RFPMSS",
     "supervised": "Supervised", "fullysupervised": "Fully supervised",
+    "positive_control": "Positive control (true pseudo-labels)",
+    "negative_control": "Negative control (random pseudo-labels)",
 }
+CONTROLS = ("positive_control", "negative_control")  # the grid's power: in reports/comparison.md, not Table II
 DATASET_NAMES = {"synthetic": "Synthetic", "kvasir": "Kvasir", "kvasir-v2": "Kvasir-v2", "paired": "Paired"}
 BOUNDS = ("supervised", "fullysupervised")
 FULL = "fullysupervised"  # trained on every label: one value per dataset, shown in every column
@@ -83,6 +87,7 @@ class Table:
     low: pd.DataFrame
     high: pd.DataFrame
     collapsed: pd.DataFrame  # how many seeds of the cell put > 80 % of the test set in one class
+    mark: pd.DataFrame  # against the supervised bound, paired by seed: above / below / level / None
     delta: pd.DataFrame  # multi-mode rows: change against the single-mode row; NaN elsewhere
     best: pd.DataFrame  # bool: the best value of its column among the ranked rows
     blocks: list[tuple[str, list[Row], bool]]  # (heading, rows, ranked) in order
@@ -152,7 +157,7 @@ def _nbi_text(nbi: str) -> str:
 
 def table2(results: pd.DataFrame) -> Table | None:
     """Table II from results.csv rows (ablation presets are left out); None without any row."""
-    results = results[~results["method"].isin(ablation_presets())]
+    results = results[~results["method"].isin(ablation_presets() | set(CONTROLS))]
     if results.empty:
         return None
     summary = summarize(results)
@@ -179,6 +184,7 @@ def table2(results: pd.DataFrame) -> Table | None:
     for method, mode in all_rows:
         if mode == "multi" and (method, "single") in all_rows:
             delta.loc[(method, mode)] = f["mean"].loc[(method, "multi")] - f["mean"].loc[(method, "single")]
+    mark = _marks(paired_differences(results), f["mean"])
     labels = {r: method_name(r[0]) + (" (100% labels)" if r[0] == FULL else "") for r in all_rows}
     marks = {r: (True, r[1] != "single") for r in all_rows}
     caption = "Top-1 test accuracy (%) on the test split of the model selected on validation. Best of each column in bold. "
@@ -187,9 +193,34 @@ def table2(results: pd.DataFrame) -> Table | None:
     if not blocks[-1][2]:
         caption += ("Bounds, not ranked: supervised trains on the labeled WLI images only, fully supervised on "
                     "every training label. ")
-    caption += _seeds_note(f["n"]) + " " + _data_note(results)
+    caption += _seeds_note(f["n"]) + " " + _marks_note(mark) + " " + _data_note(results)
     return Table(**f, delta=delta, best=_best(f["mean"], ranked), blocks=blocks, labels=labels,
-                 mark_names=("WLI", "NBI"), marks=marks, caption=caption)
+                 mark_names=("WLI", "NBI"), marks=marks, caption=caption, mark=mark)
+
+
+def _marks(comparison: pd.DataFrame, frame: pd.DataFrame) -> pd.DataFrame:
+    """Each cell's mark against the supervised bound (`benchmark.comparison`), shaped as `frame`."""
+    mark = _no_marks(frame)
+    for r in comparison.itertuples():
+        row, col = (r.method, r.mode), (r.dataset, r.labels)
+        if row in mark.index and col in mark.columns:
+            mark.at[row, col] = r.mark
+    return mark
+
+
+def _no_marks(frame: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame(None, index=frame.index, columns=frame.columns, dtype=object)
+
+
+MARK_SYMBOLS = {ABOVE: "▲", BELOW: "▼", LEVEL: "≈"}
+_LATEX_MARKS = {ABOVE: r"$^{\blacktriangle}$", BELOW: r"$^{\blacktriangledown}$", LEVEL: r"$^{\approx}$"}
+
+
+def _marks_note(mark: pd.DataFrame) -> str:
+    if mark.notna().any().any():
+        return ("▲ / ▼ / ≈: above, below or not distinguishable from the supervised bound at the same ratio, by the "
+                "95 % interval of the mean paired difference over seeds (reports/comparison.md).")
+    return "No comparison with the supervised bound: it needs at least two seeds (reports/comparison.md)."
 
 
 def ablation_table(results: pd.DataFrame, table: str) -> Table | None:
@@ -209,7 +240,7 @@ def ablation_table(results: pd.DataFrame, table: str) -> Table | None:
     title = {"III": "pre-training", "IV": "fine-tuning"}[table]
     caption = (f"Ablation of the {title} components of MICS (Table {table}): top-1 test accuracy (%). "
                "Best of each column in bold. " + _seeds_note(f["n"]) + " " + _data_note(presets))
-    return Table(**f, delta=delta, best=_best(f["mean"], rows), blocks=[("", rows, True)],
+    return Table(**f, delta=delta, best=_best(f["mean"], rows), blocks=[("", rows, True)], mark=_no_marks(delta),
                  labels={(m, "fused"): label for m, label, _ in layout},
                  mark_names=tuple(COMPONENT_NAMES[c] for c in COMPONENTS[table]),
                  marks={(m, "fused"): flags for m, _, flags in layout}, caption=caption)
@@ -235,7 +266,7 @@ def preset_ablation_table(results: pd.DataFrame, family: str) -> Table | None:
     caption = (f"Ablation of {method_name(family)}: top-1 test accuracy (%). Best of each column in bold. "
                + _seeds_note(f["n"]) + " " + _data_note(results[results["method"].isin(presets)]))
     return Table(**f, delta=delta, best=_best(f["mean"], rows), blocks=[("", rows, True)], labels=labels,
-                 mark_names=(), marks={r: () for r in rows}, caption=caption)
+                 mark_names=(), marks={r: () for r in rows}, caption=caption, mark=_no_marks(delta))
 
 
 def preset_families() -> list[str]:
@@ -295,6 +326,8 @@ def to_markdown(t: Table) -> str:
                     text += f" ({delta:+.2f})"
                 if not pd.isna(low):
                     text += f" [{low:.1f}, {high:.1f}]"
+                if t.mark.at[row, col] in MARK_SYMBOLS:
+                    text += " " + MARK_SYMBOLS[t.mark.at[row, col]]
                 if t.collapsed.at[row, col] > 0:
                     text += " ⚠"
                 cells.append(text)
@@ -307,11 +340,12 @@ def to_markdown(t: Table) -> str:
 
 
 _LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\^{}", "±": r"$\pm$"}
+                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\^{}", "±": r"$\pm$",
+                  "▲": r"$\blacktriangle$", "▼": r"$\blacktriangledown$", "≈": r"$\approx$"}
 
 
 def _latex_escape(text: str) -> str:
-    return re.sub(r"[\\&%$#_{}~^±]", lambda m: _LATEX_SPECIAL[m.group()], text)
+    return re.sub(r"[\\&%$#_{}~^±▲▼≈]", lambda m: _LATEX_SPECIAL[m.group()], text)
 
 
 def to_latex(t: Table, label: str) -> str:
@@ -355,6 +389,7 @@ def to_latex(t: Table, label: str) -> str:
                 value, delta, _, _ = parts
                 value = value.replace(" ± ", "\\,$\\pm$\\,")
                 text = f"\\textbf{{{value}}}" if t.best.at[row, col] else value
+                text += _LATEX_MARKS.get(t.mark.at[row, col], "")
                 if not pd.isna(delta):
                     text += " " + _latex_delta(delta)
                 cells.append(text)
@@ -403,6 +438,51 @@ def health_report(results: pd.DataFrame) -> str:
                   tabulate(per_method.to_numpy().tolist(), headers=list(per_method.columns), tablefmt="pipe",
                            floatfmt=".3g", missingval=""), ""]
     return "\n".join(lines)
+
+
+def comparison_report(results: pd.DataFrame) -> str:
+    """reports/comparison.md: every method, the fully supervised bound and the controls against the supervised
+    bound, paired by seed (`benchmark.comparison`), and the smallest difference the grid detects."""
+    comparison = paired_differences(results[~results["method"].isin(ablation_presets())])
+    lines = ["# Every method against the supervised bound", "",
+             "A method and the supervised bound at the same ratio and seed share the labeled split and the test "
+             "split, so each seed gives one paired difference (method − bound, points). Per cell: the mean "
+             "difference over the seeds, its 95 % interval (paired t-test), the probability that a run of the "
+             "method beats a run of the bound (Mann-Whitney, as rliable computes it), and the mark of Table II: "
+             "▲ above the bound (the interval above 0), ▼ below it, ≈ not distinguishable.", ""]
+    if comparison.empty:
+        return "\n".join(lines + ["No method and supervised bound at the same ratio and seed yet.", ""])
+    if comparison["seeds"].max() < 2:
+        lines += ["One seed per cell: a paired comparison needs at least two (`run --seeds 0,1,2`). Until then "
+                  "each cell shows only its own bootstrap 95 % interval of the test accuracy (Table II, brackets).", ""]
+    else:
+        mdd = detectable_difference(comparison)
+        lines += [f"**Smallest detectable difference.** With {mdd['seeds']} seeds, a mean paired difference of "
+                  f"**{mdd['points']:.1f} points** is found with 80 % power (paired t-test, two-sided, 5 %): "
+                  f"{mdd['effect_size']:.2f} times the standard deviation of the paired differences, "
+                  f"{mdd['pooled_sd']:.2f} points pooled over the rows without a collapsed run.", ""]
+    order = {m: i for i, m in enumerate(method_order(comparison["method"]))}
+    comparison = comparison.assign(order=comparison["method"].map(order), mode_order=comparison["mode"].map(MODES.index))
+    headers = ["dataset", "method", "mode", "labels %", "seeds", "method", "bound", "difference [95 % CI]",
+               "P(improvement)", "mark", "collapsed runs"]
+    sections = (("Table II", ~comparison["method"].isin((FULL, *CONTROLS))),
+                ("The fully supervised bound (every label)", comparison["method"] == FULL),
+                ("Controls (the grid's power; not in Table II)", comparison["method"].isin(CONTROLS)))
+    for title, rows in sections:
+        part = comparison[rows].sort_values(["dataset", "order", "mode_order", "labels"], ascending=[True, True, True, False])
+        if part.empty:
+            continue
+        body = [[r.dataset, method_name(r.method), r.mode, f"{r.labels:g}", r.seeds, f"{r.mean:.2f}",
+                 f"{r.bound_mean:.2f}", _difference_text(r), "" if pd.isna(r.p_improvement) else f"{r.p_improvement:.2f}",
+                 MARK_SYMBOLS.get(r.mark, ""), r.collapsed] for r in part.itertuples()]
+        lines += [f"## {title}", "", tabulate(body, headers=headers, tablefmt="pipe", disable_numparse=True), ""]
+    return "\n".join(lines)
+
+
+def _difference_text(r) -> str:
+    if pd.isna(r.diff_low):
+        return f"{r.diff:+.2f}"
+    return f"{r.diff:+.2f} [{r.diff_low:+.2f}, {r.diff_high:+.2f}]"
 
 
 def compare_paper(results: pd.DataFrame) -> str:
