@@ -58,6 +58,8 @@ CAMERA_WIDTHS_NM: tuple[float, float, float] = (32.0, 35.0, 28.0)
 NBI_TARGET_540 = 0.38
 NBI_TARGET_415 = 0.45
 NBI_CONTRAST = 2.0
+# Version of simulate_nbi's output, part of the cache key of datasets that use it: bump it on any change.
+SIMULATION_VERSION = 1
 
 _DISPLAY_GAMMA = 2.2
 _PIXELS_PER_CHUNK = 1 << 21  # bounds the float working memory to tens of megabytes
