@@ -9,6 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
+import benchmark.data.spectral as spectral
+from benchmark.data import dataset_key
 from benchmark.data.folders import read_kvasir, read_paired, source_fingerprint
 from benchmark.data.types import KVASIR_CLASSES
 from benchmark.errors import ConfigError, DataError
@@ -285,6 +287,20 @@ def test_fingerprint_tracks_files_size_and_nbi(kvasir: Path, tmp_path: Path) -> 
     current = source_fingerprint(kvasir, "kvasir", image_size=SIZE)
     _save(kvasir / "dyed-lifted-polyps" / "more.jpg", seed=7, shape=(40, 50))
     assert source_fingerprint(kvasir, "kvasir", image_size=SIZE) == current
+
+
+def test_nbi_simulation_version_enters_only_the_keys_of_simulated_nbi(
+        kvasir: Path, tmp_path: Path, monkeypatch) -> None:
+    """A new simulation version rebuilds caches of `--nbi spectral` and of nothing else."""
+    (tmp_path / "kvasir-nbi").symlink_to(kvasir)  # the same files serve as the paired NBI folder
+    configs = {nbi: {"name": "kvasir", "image_size": SIZE, "root": str(kvasir), "nbi": nbi}
+               for nbi in ("spectral", "paired")}
+    configs["synthetic"] = {"name": "synthetic", "image_size": SIZE, "synthetic": {"num_per_class": 2, "seed": 0}}
+    before = {name: dataset_key(cfg) for name, cfg in configs.items()}
+    monkeypatch.setattr(spectral, "SIMULATION_VERSION", spectral.SIMULATION_VERSION + 1)
+    after = {name: dataset_key(cfg) for name, cfg in configs.items()}
+    assert after["spectral"] != before["spectral"]
+    assert after["paired"] == before["paired"] and after["synthetic"] == before["synthetic"]
 
 
 def test_fingerprint_of_paired_layout(tmp_path: Path) -> None:

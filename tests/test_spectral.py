@@ -1,12 +1,20 @@
 """The spectral NBI simulation: shapes, determinism, the documented matrix, and the physics it promises."""
 from __future__ import annotations
 
+import os
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
+from scipy.ndimage import uniform_filter
 
-from benchmark.data.spectral import BAND_ESTIMATE, NBI_BANDS_NM, compose_nbi, simulate_nbi
+from benchmark.data.spectral import BAND_ESTIMATE, NBI_BANDS_NM, compose_nbi, estimate_bands, simulate_nbi
+
+# Real white-light frames (docs/data.md): $MICS_BENCH_REAL_FRAMES, else the shared folder beside the checkout.
+REAL_FRAMES = Path(os.environ.get("MICS_BENCH_REAL_FRAMES")
+                   or Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real-wli-polyps")
 
 MUCOSA = (225, 140, 120)
 VESSEL = (175, 70, 75)
@@ -84,6 +92,61 @@ def test_mucosa_turns_pale_and_vessels_dark_in_nbi() -> None:
     nbi = simulate_nbi(img).astype(int)
     mucosa, line = nbi[~vessel].mean(axis=0), nbi[vessel].mean(axis=0)
     assert mucosa.min() > 120 and np.all(line < mucosa)
+
+
+def test_clips_only_where_the_wli_blue_is_near_white() -> None:
+    """Every colour of a 6-level-step grid: red (540 nm) never reaches 250, green and blue (415 nm) only
+    where the WLI's blue is above about 237, as the module docstring says."""
+    levels = np.arange(0, 256, 6, dtype=np.uint8)
+    grid = np.stack(np.meshgrid(levels, levels, levels, indexing="ij"), axis=-1).reshape(len(levels), -1, 3)
+    nbi = simulate_nbi(grid)
+    assert nbi[..., 0].max() < 250
+    clipped = (nbi >= 250).any(axis=-1)
+    assert clipped.any() and grid[..., 2][clipped].min() >= 237
+
+
+@pytest.fixture(scope="module")
+def real_frames() -> np.ndarray:
+    files = sorted(REAL_FRAMES.glob("*.jpg")) if REAL_FRAMES.is_dir() else []
+    if not files:
+        pytest.skip(f"no real WLI frames (*.jpg) in {REAL_FRAMES}; set MICS_BENCH_REAL_FRAMES to such a folder")
+    return np.stack([np.asarray(Image.open(f).convert("RGB")) for f in files])
+
+
+def _clipped_percent(images: np.ndarray) -> np.ndarray:
+    """Per image, the share (%) of pixels with a channel >= 250."""
+    return 100.0 * (images >= 250).any(axis=-1).mean(axis=(1, 2))
+
+
+def _fine_darkening(channel: np.ndarray) -> np.ndarray:
+    """Per image, the mean darkening of pixels below their 7x7 mean, relative to it: capillary contrast."""
+    channel = channel.astype(np.float32)
+    local = uniform_filter(channel, size=(1, 7, 7), mode="nearest")
+    return (np.maximum(local - channel, 0.0) / (local + 1.0)).mean(axis=(1, 2))
+
+
+def test_real_frames_keep_their_exposure(real_frames: np.ndarray) -> None:
+    """Real frames: NBI clips at most one point more pixels than its WLI and is no brighter, over the
+    frames and frame by frame; the synthetic processor on the same band estimates fails both."""
+    nbi, synthetic_processor = simulate_nbi(real_frames), compose_nbi(*estimate_bands(real_frames))
+    wli_clipped, nbi_clipped = _clipped_percent(real_frames), _clipped_percent(nbi)
+    wli_level, nbi_level = real_frames.mean(axis=(1, 2, 3)), nbi.mean(axis=(1, 2, 3))
+    print(f"{len(real_frames)} frames: clipped {wli_clipped.mean():.1f} % -> {nbi_clipped.mean():.1f} %, "
+          f"mean level {wli_level.mean():.1f} -> {nbi_level.mean():.1f}")
+    assert nbi_clipped.mean() <= wli_clipped.mean() + 1.0 and nbi_level.mean() <= wli_level.mean()
+    assert np.all(nbi_clipped <= wli_clipped + 1.0) and np.all(nbi_level <= wli_level)
+    assert _clipped_percent(synthetic_processor).mean() > wli_clipped.mean() + 1.0
+    assert synthetic_processor.mean() > real_frames.mean()
+
+
+def test_real_frames_keep_the_capillary_contrast(real_frames: np.ndarray) -> None:
+    """The 415 nm channel shows fine structure more strongly than the WLI luminance in every frame, and
+    as strongly as the synthetic processor's global contrast exponent did (within 5 %)."""
+    nbi, synthetic_processor = simulate_nbi(real_frames), compose_nbi(*estimate_bands(real_frames))
+    wli = _fine_darkening(_luma(real_frames))
+    shown, before = _fine_darkening(nbi[..., 1]), _fine_darkening(synthetic_processor[..., 1])
+    print(f"fine darkening: WLI luma {wli.mean():.4f}, 415 nm {shown.mean():.4f} (synthetic processor {before.mean():.4f})")
+    assert np.all(shown > wli) and shown.mean() >= 0.95 * before.mean()
 
 
 def test_fast_enough_for_a_whole_dataset() -> None:

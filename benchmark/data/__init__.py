@@ -17,8 +17,8 @@ from .splits import check_ratio, labeled_indices, split_indices
 from .types import KVASIR_CLASSES, PairedArrays, RawDataset, SemiSupervisedSplit
 
 DATASETS = ("synthetic", "kvasir", "kvasir-v2", "paired")
-# Bump when decoding, rendering (synthetic.py) or the NBI simulation (spectral.py) changes the
-# arrays, so existing caches are rebuilt.
+# Bump when decoding or rendering (synthetic.py) changes the arrays, so existing caches are rebuilt. The
+# NBI simulation has its own version (spectral.SIMULATION_VERSION), in the key of the datasets it makes.
 CACHE_VERSION = 2
 
 __all__ = [
@@ -59,10 +59,14 @@ def dataset_key(data_cfg: dict) -> dict:
     if not root:
         raise ConfigError(f"dataset '{name}' needs --data-root (the folder holding its class folders)")
     from .folders import source_fingerprint
+    from .spectral import SIMULATION_VERSION
 
     nbi = "paired" if name == "paired" else data_cfg["nbi"]
-    return {"version": CACHE_VERSION, "name": name, "image_size": size, "nbi": nbi,
-            "fingerprint": source_fingerprint(Path(root), name, size, nbi)}
+    key = {"version": CACHE_VERSION, "name": name, "image_size": size, "nbi": nbi,
+           "fingerprint": source_fingerprint(Path(root), name, size, nbi)}
+    if nbi == "spectral":  # only these arrays change with the simulation; other caches stay valid
+        key["nbi_simulation"] = SIMULATION_VERSION
+    return key
 
 
 def load_dataset(data_cfg: dict, progress: bool = False) -> tuple[RawDataset, Path]:
