@@ -295,12 +295,18 @@ def test_nbi_simulation_version_enters_only_the_keys_of_simulated_nbi(
     (tmp_path / "kvasir-nbi").symlink_to(kvasir)  # the same files serve as the paired NBI folder
     configs = {nbi: {"name": "kvasir", "image_size": SIZE, "root": str(kvasir), "nbi": nbi}
                for nbi in ("spectral", "paired")}
-    configs["synthetic"] = {"name": "synthetic", "image_size": SIZE, "synthetic": {"num_per_class": 2, "seed": 0}}
+    configs["synthetic"] = {"name": "synthetic", "image_size": SIZE,
+                            "synthetic": {"train_per_class": 2, "val_per_class": 1, "test_per_class": 1, "seed": 0}}
     before = {name: dataset_key(cfg) for name, cfg in configs.items()}
     monkeypatch.setattr(spectral, "SIMULATION_VERSION", spectral.SIMULATION_VERSION + 1)
     after = {name: dataset_key(cfg) for name, cfg in configs.items()}
     assert after["spectral"] != before["spectral"]
     assert after["paired"] == before["paired"] and after["synthetic"] == before["synthetic"]
+
+
+def test_kvasir_v2_reads_the_kvasir_layout(kvasir: Path) -> None:
+    v1, v2 = ({"name": name, "image_size": SIZE, "root": str(kvasir), "nbi": "spectral"} for name in ("kvasir", "kvasir-v2"))
+    assert dataset_key(v2)["fingerprint"] == dataset_key(v1)["fingerprint"]
 
 
 def test_fingerprint_of_paired_layout(tmp_path: Path) -> None:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
 import numpy as np
@@ -148,11 +147,3 @@ def test_real_frames_keep_the_capillary_contrast(real_frames: np.ndarray) -> Non
     print(f"fine darkening: WLI luma {wli.mean():.4f}, 415 nm {shown.mean():.4f} (synthetic processor {before.mean():.4f})")
     assert np.all(shown > wli) and shown.mean() >= 0.95 * before.mean()
 
-
-def test_fast_enough_for_a_whole_dataset() -> None:
-    imgs = np.random.default_rng(2).integers(0, 256, (3000, 64, 64, 3), dtype=np.uint8)
-    start = time.perf_counter()
-    simulate_nbi(imgs)
-    elapsed = time.perf_counter() - start
-    print(f"simulate_nbi: 3000 images of 64x64 in {elapsed:.2f} s")
-    assert elapsed < 10.0

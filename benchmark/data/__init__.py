@@ -63,7 +63,7 @@ def dataset_key(data_cfg: dict) -> dict:
 
     nbi = "paired" if name == "paired" else data_cfg["nbi"]
     key = {"version": CACHE_VERSION, "name": name, "image_size": size, "nbi": nbi,
-           "fingerprint": source_fingerprint(Path(root), name, size, nbi)}
+           "fingerprint": source_fingerprint(Path(root), "paired" if name == "paired" else "kvasir", size, nbi)}
     if nbi == "spectral":  # only these arrays change with the simulation; other caches stay valid
         key["nbi_simulation"] = SIMULATION_VERSION
     return key

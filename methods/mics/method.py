@@ -27,6 +27,7 @@ import torch
 from benchmark import distributed
 from benchmark.config import deep_merge, method_presets
 from benchmark.contract import RunContext, Trained
+from benchmark.data import dataset_key
 from benchmark.data.loaders import step_generator
 from benchmark.data.types import SemiSupervisedSplit
 from benchmark.errors import ConfigError
@@ -142,7 +143,7 @@ def pretrain_key(cfg: dict, seed: int) -> dict:
     """What a pre-training checkpoint is computed from, beyond the training pairs' count and classes (which
     `cfg["data"]` fixes): cells with equal keys share one checkpoint."""
     settings = cfg["method"]
-    return {"version": CACHE_VERSION, "data": cfg["data"], "model": cfg["model"],
+    return {"version": CACHE_VERSION, "data": cfg["data"], "arrays": dataset_key(cfg["data"]), "model": cfg["model"],
             "init": init_fingerprint(cfg["model"]), "pretrain": settings["pretrain"],
             "dictionary": settings["dictionary"], "seed": seed}
 
