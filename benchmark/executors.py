@@ -39,7 +39,7 @@ from .errors import ConfigError, unknown_name
 from .files import lock_holder
 from .schema import CLUSTERS
 from .results import rebuild_results_csv
-from .runner import LOG, Cell, Outcome, is_done, run_cell, summary_line
+from .runner import LOG, Cell, GridBar, Outcome, is_done, run_cell, summary_line
 from .lifetime import follow_parent
 from .runtime import available_cores
 
@@ -129,7 +129,8 @@ def pretraining_leaders(tasks: list[CellTask]) -> dict[Cell, Cell]:
 # --------------------------------------------------------------------------- local worker processes
 
 
-def run_pool(cells: list[Cell], configs: list[dict], out: Path, device: str, workers: int) -> list[Outcome]:
+def run_pool(cells: list[Cell], configs: list[dict], out: Path, device: str, workers: int,
+             seconds: dict[Cell, float] | None = None) -> list[Outcome]:
     """Run the cells in `workers` processes at once, with a progress bar and one summary line per cell
     as in `runner.run_grid`; every finished cell rebuilds `results.csv` (in its worker).
 
@@ -146,7 +147,7 @@ def run_pool(cells: list[Cell], configs: list[dict], out: Path, device: str, wor
     slots = [_Worker(i, workers, device) for i in range(workers)]
     running: dict[cf.Future, tuple[CellTask, _Worker]] = {}
     try:
-        with tqdm(total=total, desc="grid", unit="run", disable=None) as bar:
+        with GridBar([t.cell for t in waiting], seconds) as bar:
             while waiting or running:
                 busy = [slot for _, slot in running.values()]
                 free = [slot for slot in slots if slot not in busy]
@@ -161,7 +162,7 @@ def run_pool(cells: list[Cell], configs: list[dict], out: Path, device: str, wor
                     ended.add(task.cell)
                     outcomes.append(outcome)
                     tqdm.write(f"[{len(ended)}/{total}] {task.cell}: {summary_line(outcome)}")
-                    bar.update()
+                    bar.advance(task.cell)
     finally:
         for slot in slots:
             slot.close()

@@ -305,10 +305,36 @@ def _follow(cell: Cell, cfg: dict, out: Path, device: str) -> Outcome:
     return Outcome(cell, "finished")
 
 
-def run_grid(cells: list[Cell], configs: list[dict], out: Path, device: str = "auto") -> list[Outcome]:
-    """Run the cells in order with a progress bar, one summary line per cell, and `results.csv`
-    rebuilt after every finished cell (so a killed grid leaves an up-to-date table). Under torchrun
-    rank 0 decides which cells are pending and alone prints and writes."""
+class GridBar:
+    """The grid's progress bar: a tick per ended cell, weighted by the cell's estimated seconds when the grid
+    has an estimate (`benchmark.costs`), so that its ETA is the estimate corrected by the cells measured so far."""
+
+    def __init__(self, cells: list[Cell], seconds: dict[Cell, float] | None, enabled: bool = True):
+        self.weights = {c: (seconds or {}).get(c, 1.0) if seconds else 1.0 for c in cells}
+        self.cells, self.ended = len(cells), 0
+        form = "{desc}: {percentage:3.0f}%|{bar}| {postfix} [{elapsed}<{remaining}]" if seconds else None
+        self.bar = tqdm(total=sum(self.weights.values()), desc="grid", unit="run", position=0, bar_format=form,
+                        disable=None if enabled else True)
+        self.bar.set_postfix_str(f"0/{self.cells} cells")
+
+    def advance(self, cell: Cell) -> None:
+        self.ended += 1
+        self.bar.set_postfix_str(f"{self.ended}/{self.cells} cells", refresh=False)
+        self.bar.update(self.weights[cell])
+
+    def __enter__(self) -> "GridBar":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.bar.close()
+
+
+def run_grid(cells: list[Cell], configs: list[dict], out: Path, device: str = "auto",
+             seconds: dict[Cell, float] | None = None) -> list[Outcome]:
+    """Run the cells in order with a progress bar (weighted by `seconds`, the cells' estimated cost, when
+    given), one summary line per cell, and `results.csv` rebuilt after every finished cell (so a killed
+    grid leaves an up-to-date table). Under torchrun rank 0 decides which cells are pending and alone
+    prints and writes."""
     distributed.init()
     main = distributed.is_main()
     done = distributed.broadcast_object([is_done(c, cfg, out) for c, cfg in zip(cells, configs)])
@@ -316,9 +342,8 @@ def run_grid(cells: list[Cell], configs: list[dict], out: Path, device: str = "a
     if main:
         print(f"{len(cells)} cells: {len(cells) - len(pending)} already done, {len(pending)} to run")
     outcomes = [Outcome(c, "done") for c, d in zip(cells, done) if d]
-    with tqdm(total=len(pending), desc="grid", unit="run", position=0, disable=None if main else True) as bar:
+    with GridBar([c for c, _ in pending], seconds, enabled=main) as bar:
         for i, (cell, cfg) in enumerate(pending, 1):
-            bar.set_postfix_str(str(cell))
             outcome = run_cell(cell, cfg, out, device, show_progress=True)
             outcomes.append(outcome)
             if not main:
@@ -326,7 +351,7 @@ def run_grid(cells: list[Cell], configs: list[dict], out: Path, device: str = "a
             if outcome.status == "finished":
                 rebuild_results_csv(out)
             tqdm.write(f"[{i}/{len(pending)}] {cell}: {summary_line(outcome)}")
-            bar.update()
+            bar.advance(cell)
     return outcomes
 
 
@@ -345,14 +370,23 @@ def summary_line(outcome: Outcome) -> str:
 
 class RunProgress:
     """A progress bar for one run, fed through `RunContext.progress(loop, done, total)` by the
-    training loop; it starts a new bar when the loop changes (e.g. pre-training, then fine-tuning)."""
+    training loop; it starts a new bar when the loop changes (e.g. pre-training, then fine-tuning).
+    It also times each loop from its first report to its last (`stage_s`, what the grid's cost
+    estimate learns a shared stage's cost from: a stage reused from a cache never reports)."""
 
     def __init__(self, label: str, enabled: bool):
         self.label, self.enabled = label, enabled
         self.loop: str | None = None
         self.bar: tqdm | None = None
+        self.times: dict[str, list[float]] = {}  # loop -> [first report, last report]
+
+    @property
+    def stage_s(self) -> dict[str, float]:
+        return {loop: round(last - first, 2) for loop, (first, last) in self.times.items()}
 
     def __call__(self, loop: str, done: int, total: int) -> None:
+        now = time.perf_counter()
+        self.times.setdefault(loop, [now, now])[1] = now
         if self.bar is None or loop != self.loop:
             self.close()
             self.loop = loop
@@ -478,7 +512,7 @@ def _train_and_evaluate(cell: Cell, cfg: dict, out: Path, device: str, show_prog
         "test_top1_ci95": list(bootstrap_ci95(correct, seed=cell.seed)),
         "n_labeled": len(split.labeled), "n_unlabeled": len(split.unlabeled),
         "n_val": len(split.val), "n_test": len(split.test),
-        "iterations": trained.iterations, "wall_s": round(wall, 2), "device": str(dev),
+        "iterations": trained.iterations, "wall_s": round(wall, 2), "stage_s": progress.stage_s, "device": str(dev),
         "peak_rss_mb": round(peak_rss_mb(), 1), "config": cfg, "config_hash": chash,
         "code_version": code_version(), "info": trained.info,
         **health.summary(), "collapsed": collapsed(best_logits.argmax(1).numpy(), split.num_classes),

@@ -136,3 +136,27 @@ def test_strong_views_made_ahead_are_those_made_on_demand(worker: bool, monkeypa
     for it in (3, 4, 1, 2, 0):
         for got, want in zip(resumed(it), expected[it]):
             assert torch.equal(got, want)
+
+
+# -- the cost before the first cell (benchmark/costs.py) ------------------------------------------------------
+def test_schedule_deals_cells_as_the_pool_does() -> None:
+    from benchmark.costs import schedule
+
+    assert schedule([10, 10, 10, 10], 2, {}) == 20
+    assert schedule([10, 10, 10, 10], 1, {}) == 40
+    # cells 1 and 2 wait for cell 0 (their shared stage's leader): the free worker takes cell 3 meanwhile
+    assert schedule([10, 5, 5, 1], 2, {1: 0, 2: 0}) == 15
+
+
+def test_a_grid_leaves_its_costs_and_the_next_run_estimates_from_them(tmp_path: Path, capsys) -> None:
+    out, reports = tmp_path / "out", tmp_path / "reports"
+    grid = ["run", "--profile", "smoke", "--device", "cpu", "--method", "supervised", "--workers", "1",
+            "--out", str(out), "--reports", str(reports)]
+    assert main(grid + ["--labels", "10,50"]) == 0
+    costs = json.loads((reports / "cell_costs.json").read_text())
+    assert set(costs["cells"]) == {"supervised/single/10", "supervised/single/50"} and costs["calibration_s"] > 0
+    capsys.readouterr()
+    assert main(grid + ["--labels", "10,30,50", "--dry-run"]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert line.startswith("estimated wall time:") and "for 1 cells on 1 worker" in line
+    assert "this machine's costs" in line and "approximate for supervised/single" in line  # 30 %: from 10 or 50 %

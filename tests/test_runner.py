@@ -31,7 +31,7 @@ from methods.schema import MethodConfig
 
 TESTS = Path(__file__).resolve().parent
 SLEEP_ENV = "MICS_TOY_STEP_SLEEP"  # seconds per step; set only in subprocesses, so kills land mid-run
-GRID = ["run", "--method", "toy_a,toy_b", "--labels", "10,50", "--profile", "smoke", "--device", "cpu",
+GRID = ["run", "--method", "toy_a,toy_b", "--labels", "10,50", "--profile", "smoke", "--device", "cpu", "--workers", "1",
         "--set", "train.iterations=12", "--set", "train.eval_every=3"]
 # A subprocess that registers the toy methods (by importing this file) and runs the CLI.
 SCRIPT = (f"import sys; sys.path.insert(0, {str(TESTS)!r}); import test_runner; "

@@ -17,7 +17,9 @@ from .. import distributed
 from ..config import DEFAULT_PROFILE, PROFILES, parse_overrides
 from ..data import DATASETS
 from ..errors import ConfigError
+from ..costs import estimate, write_costs
 from ..estimate import dry_run_estimate
+from ..measure import process_age_s
 from ..executors import EXECUTORS, follow_jobs, run_pool, submit_to_slurm, take_slurm_settings
 from ..files import holder_is_gone, lock_holder
 from ..models import create_backbone
@@ -70,10 +72,27 @@ def _workers(args: argparse.Namespace, configs: list[dict]) -> int:
         raise ConfigError(f"bad --cells-per-gpu {args.cells_per_gpu}; expected 1 or more")
     if args.executor != "local" or distributed.world_size() > 1:
         return 1
-    if resolve_device(args.device if args.device != "auto" else configs[0]["runtime"]["device"]).type == "cuda":
+    if _device(args, configs).type == "cuda":
         return torch.cuda.device_count() * args.cells_per_gpu
     threads = max(int(cfg["runtime"]["threads"]) for cfg in configs)
     return max(1, available_cores() // threads) if threads else 1
+
+
+def _device(args: argparse.Namespace, configs: list[dict]) -> torch.device:
+    return resolve_device(args.device if args.device != "auto" else configs[0]["runtime"]["device"])
+
+
+def _estimate(cells: list[Cell], configs: list[dict], args: argparse.Namespace, workers: int):
+    """The grid's estimate on this machine from measured cell costs (`benchmark.costs`), or None."""
+    if args.executor != "local" or not cells:
+        return None
+    return estimate(cells, configs, args.reports, workers, _device(args, configs))
+
+
+def _estimate_line(cells: list[Cell], configs: list[dict], args: argparse.Namespace, workers: int) -> str:
+    """The grid's estimated wall time on this machine, else from a `perf` measurement."""
+    found = _estimate(cells, configs, args, workers)
+    return found.line() if found is not None else dry_run_estimate(cells, configs, args.reports)
 
 
 def check_out(out: Path, needs_writing: bool) -> None:
@@ -105,12 +124,17 @@ def main(args: argparse.Namespace) -> int:
                           "--workers and --executor slurm start processes of their own")
     check_out(args.out, needs_writing=False)
     if args.dry_run:
-        return _dry_run(cells, configs, args.out, args.reports) if distributed.is_main() else 0
+        return _dry_run(cells, configs, args, workers) if distributed.is_main() else 0
     for model_cfg in {json.dumps(c["model"], sort_keys=True): c["model"] for c in configs}.values():
         create_backbone(model_cfg, num_classes=2)  # starting weights missing or unfit: one line, before any cell
     pending = [(c, cfg) for c, cfg in zip(cells, configs) if not is_done(c, cfg, args.out)]
     check_out(args.out, needs_writing=bool(pending))
     check_cells([c for c, _ in pending], [cfg for _, cfg in pending])
+    todo, todo_configs = [c for c, _ in pending], [cfg for _, cfg in pending]
+    found = _estimate(todo, todo_configs, args, workers) if distributed.is_main() else None
+    seconds = dict(zip(todo, found.durations)) if found is not None else None
+    if distributed.is_main():
+        print(found.line() if found is not None else dry_run_estimate(todo, todo_configs, args.reports))
 
     start = time.perf_counter()
     if args.executor == "slurm":
@@ -121,9 +145,9 @@ def main(args: argparse.Namespace) -> int:
             return 0
         outcomes += follow_jobs(jobs)
     elif workers > 1 and len(pending) > 1:
-        outcomes = run_pool(cells, configs, args.out, args.device, min(workers, len(pending)))
+        outcomes = run_pool(cells, configs, args.out, args.device, min(workers, len(pending)), seconds)
     else:
-        outcomes = run_grid(cells, configs, args.out, args.device)
+        outcomes = run_grid(cells, configs, args.out, args.device, seconds)
         if not distributed.is_main():
             return 0  # under torchrun rank 0 sums up and reports for all processes
     if args.executor == "local" and distributed.world_size() == 1:
@@ -146,6 +170,13 @@ def main(args: argparse.Namespace) -> int:
         if markdown in written:
             print("\n" + markdown.read_text())
         print("wrote " + ", ".join(str(p) for p in written))
+    ran = [(o.record, cfg) for o, cfg in zip(outcomes, [dict(zip(cells, configs))[o.cell] for o in outcomes])
+           if o.status == "finished" and o.record is not None]
+    if ran and args.executor == "local":
+        costs = write_costs([r for r, _ in ran], [cfg for _, cfg in ran], args.reports, process_age_s(),
+                            min(workers, len(ran)), _device(args, configs))
+        if costs is not None:
+            print(f"cell costs of this machine: {costs} (the next estimate starts from them)")
     return 1 if counts["failed"] or abandoned else 0
 
 
@@ -163,12 +194,12 @@ def _take_over(outcomes: list[Outcome], cells: list[Cell], configs: list[dict], 
     return [o for o in outcomes if o.cell not in left] + again
 
 
-def _dry_run(cells: list[Cell], configs: list[dict], out: Path, reports: Path) -> int:
-    statuses = [cell_status(c, cfg, out) for c, cfg in zip(cells, configs)]
+def _dry_run(cells: list[Cell], configs: list[dict], args: argparse.Namespace, workers: int) -> int:
+    statuses = [cell_status(c, cfg, args.out) for c, cfg in zip(cells, configs)]
     for cell, (status, detail) in zip(cells, statuses):
         print(f"{status:<8} {cell}" + (f"  ({detail})" if detail else ""))
     counts = Counter(s for s, _ in statuses)
     print(f"{len(cells)} cells: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
     todo = [i for i, (status, _) in enumerate(statuses) if status not in ("done", "running")]
-    print(dry_run_estimate([cells[i] for i in todo], [configs[i] for i in todo], reports))
+    print(_estimate_line([cells[i] for i in todo], [configs[i] for i in todo], args, workers))
     return 0
