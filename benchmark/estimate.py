@@ -52,7 +52,7 @@ def _split_sizes(data_json: str, labels: float, seed: int) -> Sizes | None:
         return None
     parts = split_indices(y, split_ratios(data_cfg), split_seed(data_cfg, seed))
     classes = tuple(str(c) for c in range(int(y.max()) + 1))
-    n_labeled = len(labeled_indices(parts["train"], y, labels, split_seed(data_cfg, seed), classes))
+    n_labeled = len(labeled_indices(parts["train"], y, labels, split_seed(data_cfg, seed, "labeled"), classes))
     return {"train": len(parts["train"]), "labeled": n_labeled, "val": len(parts["val"]), "test": len(parts["test"])}
 
 

@@ -57,8 +57,10 @@ class DataConfig(Section):
     split: list[float] = Field([0.6, 0.2, 0.2], min_length=3, max_length=3,
                                description="train / val / test proportions, stratified (paper Table I: 6:2:2); "
                                            "synthetic: its per-class counts instead")
-    split_seed: int | None = Field(None, ge=0, description="seed of the split and the labeled subsets; null: the "
-                                                           "run's seed (docs/protocol.md §8, the noise decomposition)")
+    split_seed: int | None = Field(None, ge=0, description="seed of the train / val / test partition; null: the run's "
+                                                           "seed (docs/protocol.md §8)")
+    labeled_seed: int | None = Field(None, ge=0, description="seed of the labeled subsets; null: the run's seed "
+                                                             "(fixed: the noise decomposition, docs/protocol.md §8)")
     include_labeled_in_unlabeled: bool = Field(
         True, description="the labeled images are unlabeled images too (USB's include_lb_to_ulb, its default)")
 

@@ -64,8 +64,10 @@ def test_synthetic_parts_take_their_per_class_counts_and_split_seed_fixes_the_sp
     b = make_split(raw, folder, cfg["data"], 50, 1)
     assert not np.array_equal(a.labeled.index, b.labeled.index)
     fixed = {**cfg["data"], "split_seed": 0}
-    c = make_split(raw, folder, fixed, 50, 1)
-    assert np.array_equal(a.labeled.index, c.labeled.index) and np.array_equal(a.test.index, c.test.index)
+    c = make_split(raw, folder, fixed, 50, 1)  # the partition of seed 0, the labeled subset of seed 1
+    assert np.array_equal(a.test.index, c.test.index) and not np.array_equal(a.labeled.index, c.labeled.index)
+    d = make_split(raw, folder, {**fixed, "labeled_seed": 0}, 50, 1)
+    assert np.array_equal(a.labeled.index, d.labeled.index)
 
 
 # -- the paired comparison ---------------------------------------------------------------------------------

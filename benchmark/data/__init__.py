@@ -36,10 +36,11 @@ def split_ratios(data_cfg: dict) -> tuple[float, float, float]:
     return tuple(float(r) for r in data_cfg["split"])
 
 
-def split_seed(data_cfg: dict, seed: int) -> int:
-    """The seed that draws the split and the labeled subsets: the run's, unless `data.split_seed` fixes it
-    (to tell the labeled split's share of a cell's spread from the training's)."""
-    return seed if data_cfg.get("split_seed") is None else int(data_cfg["split_seed"])
+def split_seed(data_cfg: dict, seed: int, part: str = "split") -> int:
+    """The seed that draws the train / val / test partition (`part` "split") or the labeled subsets
+    ("labeled"): the run's, unless `data.split_seed` / `data.labeled_seed` fixes it."""
+    fixed = data_cfg.get(f"{part}_seed")
+    return seed if fixed is None else int(fixed)
 
 
 def _scenes_per_class(data_cfg: dict) -> int:
@@ -137,7 +138,7 @@ def _part(raw: RawDataset, idx: np.ndarray, hide_labels: bool = False) -> Paired
 def labeled_subset(raw: RawDataset, parts: dict[str, np.ndarray], data_cfg: dict, labels: float,
                    seed: int) -> np.ndarray:
     """Dataset indices of the labeled images of a run: `labels` % of each class of `parts["train"]`."""
-    return labeled_indices(parts["train"], raw.labels, labels, split_seed(data_cfg, seed), raw.classes)
+    return labeled_indices(parts["train"], raw.labels, labels, split_seed(data_cfg, seed, "labeled"), raw.classes)
 
 
 def make_split(raw: RawDataset, folder: Path, data_cfg: dict, labels: float, seed: int) -> SemiSupervisedSplit:
