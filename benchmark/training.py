@@ -123,6 +123,17 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def _to_device(value, device: torch.device):
+    """`value` with every tensor in it (in dicts, lists and tuples) on `device`."""
+    if isinstance(value, torch.Tensor):
+        return value.to(device)
+    if isinstance(value, dict):
+        return {k: _to_device(v, device) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_to_device(v, device) for v in value)
+    return value
+
+
 def compile_blocks(model: nn.Module) -> int:
     """torch.compile every transformer block of `model` in place (regional compilation): whichever way a
     method calls its backbone (whole, a submodule, `forward_features`), the blocks run compiled, one
@@ -199,7 +210,9 @@ class TrainingLoop:
             if rewind is not None:  # starting from scratch: an earlier attempt's curve goes
                 rewind(self.name, 0)
             return
-        state = torch.load(self.path, map_location=self.ctx.device, weights_only=False)
+        # Read on the CPU: the random states must stay CPU tensors (`torch.set_rng_state` takes nothing
+        # else), and every tensor with a place on the device is copied there by what loads it.
+        state = torch.load(self.path, map_location="cpu", weights_only=False)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -208,8 +221,8 @@ class TrainingLoop:
             self.ema.load_state_dict(state["ema"])
         self.best_state, self.best_val, self.start = state["best_state"], state["best_val"], state["step"]
         _set_rng_state(state["rng"])
-        if self.load_extra_state and state["extra"] is not None:
-            self.load_extra_state(state["extra"])
+        if self.load_extra_state and state["extra"] is not None:  # a method's buffers, e.g. USB hooks'
+            self.load_extra_state(_to_device(state["extra"], self.ctx.device))
         if self.ctx.health is not None and state.get("health") is not None:
             self.ctx.health.load_state_dict(state["health"])
         if rewind is not None:
