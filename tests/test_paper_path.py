@@ -3,12 +3,35 @@ own normalisation, AMP in every method family, a dry run that checks and counts,
 no host read per step, and a cell's whole time."""
 from __future__ import annotations
 
+import time
+from pathlib import Path
+
 import pytest
+import timm
 import torch
 from torch import nn
 
+from benchmark import models
+from benchmark.cli import main
+from benchmark.config import build_config
 from benchmark.contract import RunContext
 from benchmark.training import TrainingLoop
+
+SMOKE = ["--profile", "smoke", "--device", "cpu"]
+TINY_HUB_ID = "timm/vit_tiny_patch16_224.augreg_in21k_ft_in1k"  # timm's default weights of the smoke arch
+
+
+def _one_line_error(capsys) -> str:
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    return err
+
+
+def _tiny_timm_file(path: Path, **changes) -> Path:
+    """A timm state dict of the smoke profile's ViT with ImageNet's 1000 classes, as a weights file holds."""
+    kwargs = {**build_config("smoke", "supervised", "single", "synthetic", 50, 0)["model"]["kwargs"], **changes}
+    torch.save(timm.create_model("vit_tiny_patch16_224", num_classes=1000, **kwargs).state_dict(), path)
+    return path
 
 
 # -- 1: resume ------------------------------------------------------------------------------------------
@@ -59,3 +82,61 @@ def test_a_checkpoint_is_read_on_the_cpu_whatever_the_run_device(tmp_path):
     assert loop.start == 3 and torch.equal(torch.get_rng_state(), saved["rng"]["torch"])
     assert torch.equal(again.fc.weight, saved["model"]["fc.weight"])
     assert loaded["counts"].device.type == "meta"  # a method's own tensors go to the run's device
+
+
+# -- 2: weights that fit or fail ----------------------------------------------------------------------------
+@pytest.mark.parametrize("init", ["imagenet", "suite"])
+def test_a_weights_file_without_the_backbone_weights_ends_the_run_before_any_cell(tmp_path, capsys, init):
+    path = tmp_path / "unrelated.pt"
+    torch.save({"encoder.layer.0.weight": torch.zeros(4, 4), "head.weight": torch.zeros(6, 4)}, path)
+    argv = ["run", *SMOKE, "--method", "supervised", "--labels", "50", "--out", str(tmp_path / "out"),
+            "--set", f"model.init={init}", "--set", f"model.weights={path}"]
+    assert main(argv) == 2
+    err = _one_line_error(capsys)
+    assert str(path) in err and "lacks weight 'cls_token'" in err, err
+    assert not (tmp_path / "out" / "runs").exists()
+
+
+def test_a_timm_file_is_loaded_through_timms_filter_and_checked(tmp_path):
+    """A 224-pixel file into a 32-pixel model: the position embeddings are resampled, every other weight kept."""
+    path = _tiny_timm_file(tmp_path / "in1k_224.pth", img_size=224)
+    cfg = {**build_config("smoke", "supervised", "single", "synthetic", 50, 0)["model"], "init": "imagenet",
+           "weights": str(path)}
+    model = models.create_backbone(cfg, num_classes=6)
+    source = torch.load(path, weights_only=True)
+    assert torch.equal(model.state_dict()["blocks.0.attn.qkv.weight"], source["blocks.0.attn.qkv.weight"])
+    assert model.pos_embed.shape[1] == 1 + (32 // 8) ** 2 != source["pos_embed"].shape[1]
+
+
+# -- 5: offline -------------------------------------------------------------------------------------------
+def test_offline_the_weights_to_fetch_are_named_before_the_hub_is_asked(tmp_path, monkeypatch, capsys):
+    import huggingface_hub
+
+    def unreachable(*args, **kwargs):
+        raise OSError("no route to host")
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("the hub was asked for the file")
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(huggingface_hub, "get_hf_file_metadata", unreachable)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", forbidden)
+    argv = ["run", *SMOKE, "--method", "supervised", "--labels", "50", "--out", str(tmp_path / "out"),
+            "--set", "model.init=imagenet"]
+    start = time.perf_counter()
+    assert main(argv) == 2
+    err = _one_line_error(capsys)
+    assert TINY_HUB_ID in err and "model.safetensors" in err and "model.weights=PATH" in err, err
+    assert time.perf_counter() - start < 30
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    assert main(argv) == 2 and "HF_HUB_OFFLINE" in _one_line_error(capsys)
+
+    # In the Hugging Face cache, the file is used as it is: the hub is not asked.
+    snapshot = tmp_path / "hub" / f"models--{TINY_HUB_ID.replace('/', '--')}" / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    (snapshot.parents[1] / "refs").mkdir()
+    (snapshot.parents[1] / "refs" / "main").write_text("0" * 40)
+    from safetensors.torch import save_file
+
+    save_file(torch.load(_tiny_timm_file(tmp_path / "w.pth"), weights_only=True), snapshot / "model.safetensors")
+    assert models.hub_weights("vit_tiny_patch16_224") == str(snapshot / "model.safetensors")
