@@ -13,7 +13,8 @@ every method's copies of it load (`model.init`):
   for ImageNet weights on a machine with no downloads; `model.weights: PATH` names another such file.
 - `random`: timm's random initialisation (the from-scratch runs).
 
-Only the classifier head stays random in every case: it depends on the dataset's classes."""
+Only the classifier head stays random in every case: it depends on the dataset's classes. Inputs are
+normalised with the statistics the starting weights were trained with (`input_normalisation`)."""
 from __future__ import annotations
 
 import functools
@@ -25,6 +26,7 @@ import timm
 import torch
 from torch import nn
 
+from .data.loaders import MEAN, STD
 from .errors import ConfigError
 from .files import file_sha256
 
@@ -95,6 +97,22 @@ def hub_weights(arch: str) -> str:
         raise ConfigError(f"ImageNet weights for '{arch}' are not on this machine and {reason}; download {fetch} "
                           "once and set model.weights=PATH (or model.init=random)")
     return hf_hub_download(cfg.hf_hub_id, filename)
+
+
+def input_normalisation(model_cfg: dict) -> dict[str, list[float]]:
+    """{"mean", "std"} of the inputs: `model.mean` / `model.std` where given, else those the starting weights
+    were trained with. timm's ImageNet ViTs are not all trained with ImageNet's statistics (ViT-B/16's
+    default weights take mean = std = 0.5), so they come from timm's pretrained config of the architecture
+    (`resolve_data_config`), which describes the weights `model.weights` holds as well; the suite's own
+    weights are trained with MEAN and STD (`benchmark.init_weights`), and a random start has no statistics
+    of its own: it gets the suite's too."""
+    own = {"mean": list(MEAN), "std": list(STD)}
+    if model_cfg.get("init", "random") == "imagenet":
+        from timm.data import resolve_data_config
+
+        data = resolve_data_config(pretrained_cfg=timm.models.get_pretrained_cfg(model_cfg["arch"]).to_dict())
+        own = {"mean": [float(v) for v in data["mean"]], "std": [float(v) for v in data["std"]]}
+    return {key: list(model_cfg[key]) if model_cfg.get(key) is not None else value for key, value in own.items()}
 
 
 def init_fingerprint(model_cfg: dict) -> str:

@@ -33,10 +33,11 @@ from .config import build_config, config_hash, set_dotted, validate_config
 from .contract import MODES, RunContext, Trained
 from .curves import CurveWriter
 from .data import DATASETS, check_ratio, labeled_subset, load_dataset, load_split_indices, make_split
-from .data.loaders import eval_batches
+from .data.loaders import eval_batches, normalised_with
 from .errors import BenchmarkError, ConfigError, storage_error, unknown_name
 from .files import atomic_write, file_lock, lock_holder, warn_once, zip_problem
 from .health import PseudoLabelMonitor, collapsed
+from .models import input_normalisation
 from .results import (FAILED, RECORD, bootstrap_ci95, read_failure, read_record, rebuild_results_csv, run_dir,
                       write_json_atomic)
 from .runtime import code_version, configure_threads, peak_rss_mb, resolve_amp, resolve_device, seed_everything
@@ -444,6 +445,7 @@ def _train_and_evaluate(cell: Cell, cfg: dict, out: Path, device: str, show_prog
     raw, cache = load_dataset(cfg["data"])
     split = make_split(raw, cache, cfg["data"], cell.labels, cell.seed)
     cfg = budget.apply(cfg, spec.stage_iterations(cfg, split.sizes()))  # the method and the record get scaled constants
+    cfg["model"].update(input_normalisation(cfg["model"]))  # recorded: what the inputs were normalised with
     health = PseudoLabelMonitor(raw.labels[split.unlabeled.index])  # withheld labels: diagnosis only
     main = distributed.is_main()  # under torchrun the others train along and write nothing
     curves = CurveWriter(folder, logger=_log) if main else None
@@ -453,22 +455,23 @@ def _train_and_evaluate(cell: Cell, cfg: dict, out: Path, device: str, show_prog
     ctx = RunContext(device=dev, seed=cell.seed, run_dir=folder, cache_dir=out.resolve() / "cache",
                      amp=resolve_amp(cfg["runtime"]["amp"], dev), compile=bool(cfg["runtime"]["compile"]),
                      curves=curves, progress=progress, health=health)
-    start = time.perf_counter()
-    try:
-        trained: Trained = spec.train(split, cfg, ctx)
-    finally:
-        progress.close()
-        if curves is not None:
-            curves.close()
-    wall = time.perf_counter() - start
-    if not main:
-        return None
+    with normalised_with(cfg["model"]["mean"], cfg["model"]["std"]):  # training and the test pass
+        start = time.perf_counter()
+        try:
+            trained: Trained = spec.train(split, cfg, ctx)
+        finally:
+            progress.close()
+            if curves is not None:
+                curves.close()
+        wall = time.perf_counter() - start
+        if not main:
+            return None
 
-    batch = int(cfg["train"]["eval_batch_size"])
-    best_logits = predict_logits(trained.best, split.test, dev, batch)
-    last_logits = predict_logits(trained.last, split.test, dev, batch)
-    correct = (best_logits.argmax(1).numpy() == split.test.labels)
-    _save_outputs(folder, trained, split, best_logits, dev, batch)
+        batch = int(cfg["train"]["eval_batch_size"])
+        best_logits = predict_logits(trained.best, split.test, dev, batch)
+        last_logits = predict_logits(trained.last, split.test, dev, batch)
+        correct = (best_logits.argmax(1).numpy() == split.test.labels)
+        _save_outputs(folder, trained, split, best_logits, dev, batch)
     record = {
         "method": cell.method, "mode": cell.mode, "dataset": cell.dataset, "labels": cell.labels,
         "seed": cell.seed, "profile": cfg["profile"],

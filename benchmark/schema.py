@@ -86,6 +86,18 @@ class ModelConfig(Section):
     kwargs: dict[str, Any] = Field(
         {"img_size": 64, "patch_size": 8, "embed_dim": 64, "depth": 2, "num_heads": 4, "mlp_ratio": 2.0},
         description="passed to timm.create_model; quick: a small ViT for 2 CPU cores")
+    mean: list[float] | None = Field(
+        None, min_length=3, max_length=3, description="RGB mean inputs are normalised with; null: the starting "
+        "weights' own (imagenet: timm's pretrained config of model.arch; suite, random: the suite's)")
+    std: list[float] | None = Field(None, min_length=3, max_length=3,
+                                    description="RGB standard deviation, likewise; null: the weights' own")
+
+    @field_validator("std")
+    @classmethod
+    def _std(cls, value: list[float] | None) -> list[float] | None:
+        if value is not None and min(value) <= 0:
+            raise ValueError("allowed: three positive numbers, or null")
+        return value
 
 
 class InitConfig(Section):

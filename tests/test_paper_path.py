@@ -3,9 +3,11 @@ own normalisation, AMP in every method family, a dry run that checks and counts,
 no host read per step, and a cell's whole time."""
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import timm
 import torch
@@ -15,10 +17,15 @@ from benchmark import models
 from benchmark.cli import main
 from benchmark.config import build_config
 from benchmark.contract import RunContext
+from benchmark.data.loaders import MEAN, STD, normalised_with, to_tensor
 from benchmark.training import TrainingLoop
 
 SMOKE = ["--profile", "smoke", "--device", "cpu"]
 TINY_HUB_ID = "timm/vit_tiny_patch16_224.augreg_in21k_ft_in1k"  # timm's default weights of the smoke arch
+
+
+def _record(out: Path, method: str = "supervised", mode: str = "single", labels: str = "50") -> dict:
+    return json.loads((out / "runs" / "synthetic" / method / mode / f"labels{labels}" / "seed0" / "result.json").read_text())
 
 
 def _one_line_error(capsys) -> str:
@@ -106,6 +113,28 @@ def test_a_timm_file_is_loaded_through_timms_filter_and_checked(tmp_path):
     source = torch.load(path, weights_only=True)
     assert torch.equal(model.state_dict()["blocks.0.attn.qkv.weight"], source["blocks.0.attn.qkv.weight"])
     assert model.pos_embed.shape[1] == 1 + (32 // 8) ** 2 != source["pos_embed"].shape[1]
+
+
+# -- 3: the weights' own normalisation ----------------------------------------------------------------------
+def test_inputs_are_normalised_with_the_statistics_of_the_weights_loaded(tmp_path):
+    smoke = build_config("smoke", "supervised", "single", "synthetic", 50, 0)["model"]
+    timm_cfg = timm.models.get_pretrained_cfg(smoke["arch"])
+    assert models.input_normalisation({**smoke, "init": "imagenet"}) == {"mean": list(timm_cfg.mean),
+                                                                        "std": list(timm_cfg.std)}
+    assert timm_cfg.mean != MEAN  # timm's ViT weights are not trained with ImageNet's statistics
+    assert models.input_normalisation(smoke) == {"mean": list(MEAN), "std": list(STD)}  # suite's own
+    assert models.input_normalisation({**smoke, "mean": [0.1, 0.2, 0.3]})["mean"] == [0.1, 0.2, 0.3]
+    white = np.full((1, 2, 2, 3), 255, dtype=np.uint8)
+    with normalised_with([0.5] * 3, [0.25] * 3):
+        assert torch.all(to_tensor(white) == 2.0)
+    assert torch.allclose(to_tensor(white)[0, :, 0, 0], (1 - torch.tensor(MEAN)) / torch.tensor(STD))
+
+    path = _tiny_timm_file(tmp_path / "in1k.pth")
+    out = tmp_path / "out"
+    assert main(["run", *SMOKE, "--method", "supervised", "--labels", "50", "--out", str(out),
+                 "--set", "model.init=imagenet", "--set", f"model.weights={path}", "--set", "train.iterations=1"]) == 0
+    recorded = _record(out)["config"]["model"]
+    assert (recorded["mean"], recorded["std"]) == (list(timm_cfg.mean), list(timm_cfg.std))
 
 
 # -- 5: offline -------------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from benchmark.data.loaders import MEAN, STD
+from benchmark.data.loaders import normalisation
 
 
 def otsu_thresholds(values: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -61,8 +61,7 @@ class SuperAugmentationBlock:
     def augment(self, x: torch.Tensor, selected: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """x: normalised (n, 3, H, W); the selected images get patch masking, noise and clipping."""
         n, _, h, w = x.shape
-        mean = torch.tensor(MEAN, device=x.device).view(1, 3, 1, 1)
-        std = torch.tensor(STD, device=x.device).view(1, 3, 1, 1)
+        mean, std = normalisation(x.device)
         pixels = (x * std + mean) * 255.0
         keep = (torch.rand(n, 1, h // self.patch, w // self.patch, generator=generator) >= self.mask_prob).to(x.device)
         keep = keep.repeat_interleave(self.patch, 2).repeat_interleave(self.patch, 3)
