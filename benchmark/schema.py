@@ -250,6 +250,28 @@ def _type_name(annotation: Any) -> str:
     return annotation.__name__
 
 
+def _nested(annotation: Any) -> type[BaseModel] | None:
+    """The section a field holds (`InitConfig` of `InitConfig | None`), None for a value or a list of them."""
+    if get_origin(annotation) is list:
+        return None
+    nested = [a for a in (get_args(annotation) or (annotation,)) if isinstance(a, type) and issubclass(a, BaseModel)]
+    return nested[0] if nested else None
+
+
+def declared(schema: type[BaseModel], key: str) -> type[BaseModel] | bool:
+    """Whether dotted `key` is one of `schema`'s keys, as `describe` lists them: its section when it names
+    one, True for a value, False when it is none of them."""
+    for i, part in enumerate(key.split(".")):
+        field = schema.model_fields.get(part)
+        if field is None:
+            return False
+        nested = _nested(field.annotation)
+        if nested is None:
+            return i == len(key.split(".")) - 1
+        schema = nested
+    return schema
+
+
 def describe(schema: type[BaseModel] = ProfileConfig, prefix: str = "", values: dict | None = None) -> list[str]:
     """One line per key: `key: type = default (range)  # meaning`, for `config keys`. `values`: what to show
     instead of the schema's defaults (a method's, which its YAML holds)."""
@@ -257,9 +279,9 @@ def describe(schema: type[BaseModel] = ProfileConfig, prefix: str = "", values: 
     for name, field in schema.model_fields.items():
         key = f"{prefix}{name}"
         annotation = field.annotation
-        nested = [a for a in (get_args(annotation) or (annotation,)) if isinstance(a, type) and issubclass(a, BaseModel)]
-        if nested and get_origin(annotation) is not list:
-            lines += describe(nested[0], key + ".", None if values is None else (values.get(name) or {}))
+        nested = _nested(annotation)
+        if nested is not None:
+            lines += describe(nested, key + ".", None if values is None else (values.get(name) or {}))
             continue
         if values is not None and name in values:
             default = repr(values[name])

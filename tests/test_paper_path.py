@@ -3,6 +3,7 @@ own normalisation, AMP in every method family, a dry run that checks and counts,
 no host read per step, and a cell's whole time."""
 from __future__ import annotations
 
+import ast
 import json
 import time
 from pathlib import Path
@@ -169,3 +170,24 @@ def test_offline_the_weights_to_fetch_are_named_before_the_hub_is_asked(tmp_path
 
     save_file(torch.load(_tiny_timm_file(tmp_path / "w.pth"), weights_only=True), snapshot / "model.safetensors")
     assert models.hub_weights("vit_tiny_patch16_224") == str(snapshot / "model.safetensors")
+
+
+# -- 7: every listed key is settable ------------------------------------------------------------------------
+@pytest.mark.parametrize("profile", ["smoke", "paper"])
+def test_every_key_config_keys_lists_is_taken_by_set(profile, capsys):
+    assert main(["config", "keys", "--profile", profile, "--method", "mics"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert any(line.startswith("method.finetune.train.iterations: int | None = None") for line in lines)
+    overrides, unreadable = {}, []
+    for line in lines:
+        key, _, rest = line.partition(": ")
+        shown = rest.split(" = ", 1)[1].split("  # ")[0]
+        shown = shown.rsplit(" (", 1)[0] if shown.endswith(")") and not shown.startswith(("(", "[")) else shown
+        try:
+            overrides[key] = ast.literal_eval(shown)
+        except ValueError:  # a list of sections, shown as their reprs
+            unreadable.append(key)
+    assert unreadable == ["time_constants"] and len(overrides) == len(lines) - 1
+    build_config(profile, "mics", "fused", "synthetic", 50, 0, overrides)  # no key refused
+    set_one = build_config(profile, "mics", "fused", "synthetic", 50, 0, {"method.finetune.train.iterations": 3})
+    assert set_one["method"]["finetune"]["train"]["iterations"] == 3
