@@ -40,7 +40,8 @@ from .health import PseudoLabelMonitor, collapsed
 from .models import input_normalisation
 from .results import (FAILED, RECORD, bootstrap_ci95, read_failure, read_record, rebuild_results_csv, run_dir,
                       write_json_atomic)
-from .runtime import code_version, configure_threads, peak_rss_mb, resolve_amp, resolve_device, seed_everything
+from .runtime import (code_version, configure_threads, peak_rss_mb, resolve_amp, resolve_amp_dtype, resolve_device,
+                      seed_everything)
 from .training import atomic_save, predict_logits
 
 _log = logging.getLogger(__name__)
@@ -453,7 +454,8 @@ def _train_and_evaluate(cell: Cell, cfg: dict, out: Path, device: str, show_prog
     # `cache_dir` is absolute and fixed per output folder: every cell (and process) of this output
     # folder shares it, e.g. one MICS pre-training per (dataset, seed, profile).
     ctx = RunContext(device=dev, seed=cell.seed, run_dir=folder, cache_dir=out.resolve() / "cache",
-                     amp=resolve_amp(cfg["runtime"]["amp"], dev), compile=bool(cfg["runtime"]["compile"]),
+                     amp=resolve_amp(cfg["runtime"]["amp"], dev), amp_dtype=resolve_amp_dtype(cfg["runtime"]["amp_dtype"]),
+                     compile=bool(cfg["runtime"]["compile"]),
                      curves=curves, progress=progress, health=health)
     with normalised_with(cfg["model"]["mean"], cfg["model"]["std"]):  # training and the test pass
         start = time.perf_counter()

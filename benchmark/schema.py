@@ -165,6 +165,8 @@ TrainOverlay = _overlay(TrainConfig, "TrainOverlay")
 class RuntimeConfig(Section):
     device: Literal[DEVICES] = Field("auto", description="auto picks CUDA when present")
     amp: Literal["auto"] | bool = Field("auto", description="mixed precision; auto = on for CUDA, off on CPU")
+    amp_dtype: Literal["auto", "bfloat16", "float16"] = Field(
+        "auto", description="autocast dtype under amp; auto: float16 on CUDA (with loss scaling), bfloat16 on CPU")
     threads: int = Field(1, ge=0, description="torch CPU threads of a cell: 1 runs one cell per core and gives the "
                                                "same record on any machine; 0 = every core (one cell at a time)")
     compile: bool = Field(False, description="torch.compile each transformer block (worth it on CUDA; docs/perf.md)")

@@ -123,6 +123,10 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def _autocast_dtype(ctx: RunContext) -> torch.dtype:
+    return ctx.amp_dtype or torch.get_autocast_dtype(ctx.device.type)
+
+
 def _to_device(value, device: torch.device):
     """`value` with every tensor in it (in dicts, lists and tuples) on `device`."""
     if isinstance(value, torch.Tensor):
@@ -175,7 +179,9 @@ class TrainingLoop:
         self.scheduler = warmup_cosine(
             self.optimizer, self.iterations, int(train_cfg.get("warmup_iterations", 0)), float(train_cfg.get("min_lr", 0.0))
         )
-        self.scaler = torch.amp.GradScaler(ctx.device.type, enabled=ctx.amp)
+        # Loss scaling is for float16 only: bfloat16 has float32's range (and no scaler, no per-step
+        # check of the gradients on the host).
+        self.scaler = torch.amp.GradScaler(ctx.device.type, enabled=ctx.amp and _autocast_dtype(ctx) == torch.float16)
         decay = float(train_cfg.get("ema_momentum", 0.0))
         self.ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True) if decay > 0 else None
         if ctx.compile:  # after the EMA copy: the evaluated copy runs eagerly
@@ -243,7 +249,7 @@ class TrainingLoop:
         self.model.train()
         log_every = max(1, min(self.eval_every, 10))
         for it in range(self.start, self.iterations):
-            with torch.autocast(self.ctx.device.type, enabled=self.ctx.amp):
+            with torch.autocast(self.ctx.device.type, dtype=self.ctx.amp_dtype, enabled=self.ctx.amp):
                 out = step_fn(it)
             loss = out["loss"]
             pseudo_labels = out.pop("pseudo_labels", None)

@@ -138,6 +138,19 @@ def test_inputs_are_normalised_with_the_statistics_of_the_weights_loaded(tmp_pat
     assert (recorded["mean"], recorded["std"]) == (list(timm_cfg.mean), list(timm_cfg.std))
 
 
+# -- 4: AMP in every method family --------------------------------------------------------------------------
+def test_every_method_family_trains_under_amp(tmp_path):
+    """bfloat16 autocast, as on the CPU: one of each family (bounds, USB, HABIT, SIAVC, MICS, CMC, RFPMSS)."""
+    families = "supervised,fixmatch,habit,siavc,mics,cmc,rfpmss"
+    argv = ["run", *SMOKE, "--method", families, "--modes", "single,fused", "--labels", "50", "--out", str(tmp_path),
+            "--set", "runtime.amp=true", "--set", "train.iterations=2", "--set", "train.eval_every=2",
+            "--set", "method.finetune.train.iterations=2", "--set", "method.pretrain.epochs=0.1"]
+    assert main(argv) == 0
+    for method in families.split(","):
+        mode = "fused" if method in ("mics", "cmc", "rfpmss") else "single"
+        assert 0 <= _record(tmp_path, method, mode)["test_top1"] <= 100
+
+
 # -- 5: offline -------------------------------------------------------------------------------------------
 def test_offline_the_weights_to_fetch_are_named_before_the_hub_is_asked(tmp_path, monkeypatch, capsys):
     import huggingface_hub

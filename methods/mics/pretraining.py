@@ -119,8 +119,9 @@ class SynergisticPretrainer(nn.Module):
         feat_w_m, feat_n_m = all_gather(feat_w_m), all_gather(feat_n_m)
         size = self.queue_w.shape[1]
         cols = (self.queue_ptr + torch.arange(len(feat_w_m), device=feat_w_m.device)) % size
-        self.queue_w[:, cols] = feat_w_m.t()
-        self.queue_n[:, cols] = feat_n_m.t()
+        # Under autocast the features come in the autocast dtype; the queues stay float32.
+        self.queue_w[:, cols] = feat_w_m.t().to(self.queue_w.dtype)
+        self.queue_n[:, cols] = feat_n_m.t().to(self.queue_n.dtype)
         self.queue_ptr.copy_((self.queue_ptr + len(feat_w_m)) % size)
 
     def forward_consistency(self, feat_w: torch.Tensor, feat_n: torch.Tensor,
