@@ -150,6 +150,27 @@ def compile_blocks(model: nn.Module) -> int:
     return len(blocks)
 
 
+class _NonFinite:
+    """The first iteration whose loss was NaN or infinite, kept on the device: asking the host after every
+    step would wait for the device each time, so the loop asks only before it logs, evaluates, saves a
+    checkpoint or ends (at most `log_every` = 10 steps later). The steps in between change nothing that
+    lasts: the run stops with the iteration and value of the first non-finite loss, before any of them
+    reaches a checkpoint."""
+
+    def __init__(self, device: torch.device):
+        self.first = torch.full((), -1, dtype=torch.long, device=device)
+        self.value = torch.zeros((), device=device)
+
+    def observe(self, it: int, loss: torch.Tensor) -> None:
+        new = (self.first < 0) & ~torch.isfinite(loss.detach()).all()
+        self.first = torch.where(new, it, self.first)
+        self.value = torch.where(new, loss.detach().float().reshape(()), self.value)
+
+    def check(self, name: str) -> None:
+        if not distributed.all_ranks(self.first < 0):  # every process stops alike
+            raise NonFiniteLoss(f"{name}: loss is {self.value.item()} at iteration {int(self.first)}")
+
+
 class TrainingLoop:
     """Runs `iterations` steps of one model and selects the best validation checkpoint.
 
@@ -248,6 +269,7 @@ class TrainingLoop:
         self.ctx.advance(self.name, self.start, self.iterations)
         self.model.train()
         log_every = max(1, min(self.eval_every, 10))
+        nonfinite = _NonFinite(self.ctx.device)
         for it in range(self.start, self.iterations):
             with torch.autocast(self.ctx.device.type, dtype=self.ctx.amp_dtype, enabled=self.ctx.amp):
                 out = step_fn(it)
@@ -255,8 +277,7 @@ class TrainingLoop:
             pseudo_labels = out.pop("pseudo_labels", None)
             if pseudo_labels is not None and self.ctx.health is not None:
                 out.update(self.ctx.health.observe(it, self.iterations, pseudo_labels))
-            if not distributed.all_ranks(torch.isfinite(loss.detach()).all()):  # every process stops alike
-                raise NonFiniteLoss(f"{self.name}: loss is {loss.item()} at iteration {it}")
+            nonfinite.observe(it, loss)
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             self.scaler.step(self.optimizer)
@@ -268,13 +289,17 @@ class TrainingLoop:
                 distributed.check_replicas(self._trained_params(), f"{self.name}, first step")
             done = it + 1
             self.ctx.advance(self.name, done, self.iterations)
-            if done % log_every == 0 or done == self.iterations:
+            logs, evaluates = done % log_every == 0 or done == self.iterations, done % self.eval_every == 0
+            saves = done % self.checkpoint_every == 0 and done < self.iterations
+            if logs or evaluates or saves:  # before anything of a non-finite run is logged, selected or saved
+                nonfinite.check(self.name)
+            if logs:
                 values = {f"{self.name}/{k}": float(v.detach() if isinstance(v, torch.Tensor) else v) for k, v in out.items() if _is_scalar(v)}
                 values[f"{self.name}/lr"] = self.optimizer.param_groups[0]["lr"]
                 self.ctx.log(done, values)
-            if done % self.eval_every == 0 or done == self.iterations:
+            if evaluates or done == self.iterations:
                 self._evaluate(done)
-            if done % self.checkpoint_every == 0 and done < self.iterations and distributed.is_main():
+            if saves and distributed.is_main():
                 atomic_save(self._state(done), self.path)
         distributed.check_replicas(self._trained_params(), f"{self.name}, last step")
         return self._finish()

@@ -19,6 +19,7 @@ from benchmark.cli import main
 from benchmark.config import build_config
 from benchmark.contract import RunContext
 from benchmark.data.loaders import MEAN, STD, normalised_with, to_tensor
+from benchmark.health import PseudoLabelMonitor, PseudoLabels
 from benchmark.training import TrainingLoop
 
 SMOKE = ["--profile", "smoke", "--device", "cpu"]
@@ -204,3 +205,93 @@ def test_every_key_config_keys_lists_is_taken_by_set(profile, capsys):
     build_config(profile, "mics", "fused", "synthetic", 50, 0, overrides)  # no key refused
     set_one = build_config(profile, "mics", "fused", "synthetic", 50, 0, {"method.finetune.train.iterations": 3})
     assert set_one["method"]["finetune"]["train"]["iterations"] == 3
+
+
+# -- 8: no host read per step -------------------------------------------------------------------------------
+def test_the_loop_and_the_health_monitor_read_nothing_on_the_host_between_logs(tmp_path, monkeypatch):
+    """Every way a tensor's value reaches Python is watched; reads happen only at the steps the loop logs
+    at (every 10), never at the others, which on CUDA would each wait for the device."""
+    model = _Linear(classes=4)
+    monitor = PseudoLabelMonitor(np.arange(16) % 4)
+    ctx = RunContext(device=torch.device("cpu"), seed=0, run_dir=tmp_path, cache_dir=tmp_path, health=monitor)
+    current = {"it": -1}
+    reads: set[int] = set()
+    for name in ("__bool__", "__float__", "__int__", "item", "tolist", "numpy", "cpu"):
+        original = getattr(torch.Tensor, name)
+
+        def watched(self, *args, _original=original, **kwargs):
+            reads.add(current["it"])
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, watched)
+
+    def step(it):
+        current["it"] = it
+        x = torch.randn(8, 3, 2, 2, generator=torch.Generator().manual_seed(it))
+        logits = model.predict({"wli": x})
+        idx = torch.arange(8) + 8 * (it % 2)
+        return {"loss": nn.functional.cross_entropy(logits, idx % 4), "mask_ratio": logits.softmax(1).amax(1).mean(),
+                "pseudo_labels": PseudoLabels(idx, (logits.amax(1) > 0).float(), logits.argmax(1))}
+
+    train = {"iterations": 20, "eval_every": 20, "lr": 0.1, "optimizer": "adamw"}
+    TrainingLoop(model, train, ctx, None).run(step)
+    assert reads <= {9, 19}, sorted(reads)  # the steps whose end the loop logs at (done = 10, 20)
+    assert monitor.summary()["unlabeled_mask_rate"] is not None
+
+
+def test_teacher_updates_in_one_call_keep_the_per_tensor_arithmetic():
+    from methods.habit.cmh import ConsistencyAwareMomentumHeredity
+    from methods.habit.mrnet import MRNet
+
+    cfg = build_config("smoke", "habit", "single", "synthetic", 50, 0)["model"]
+    student = MRNet({**cfg, "init": "random"}, 6, 3)
+    teacher = MRNet({**cfg, "init": "random"}, 6, 3).requires_grad_(False)
+    expected = [t.detach().clone() for t in teacher.parameters()]
+    heredity = ConsistencyAwareMomentumHeredity(student, teacher, 0.99, 1.0)
+    heredity.update()
+    for e, s in zip(expected, student.parameters()):
+        e.lerp_(s.detach(), 1.0 - heredity.momentum)
+    assert all(torch.equal(e, t) for e, t in zip(expected, teacher.parameters()))
+
+    from methods.mics.pretraining import SynergisticPretrainer
+
+    mics = build_config("smoke", "mics", "fused", "synthetic", 50, 0)
+    model_cfg = {**mics["model"], "init": "random"}
+    pre = SynergisticPretrainer(models.create_backbone(model_cfg, 0), models.create_backbone(model_cfg, 0),
+                                mics["method"]["pretrain"])
+    with torch.no_grad():
+        for p in pre.enc_w.parameters():
+            p.add_(1.0)
+    m = mics["method"]["pretrain"]["consistency"]["momentum"]
+    expected = [p_m.detach().clone().mul_(m).add_(p.detach(), alpha=1 - m) for p, p_m in pre._momentum_pairs()]
+    pre.momentum_update()
+    assert all(torch.equal(e, p_m) for e, (_, p_m) in zip(expected, pre._momentum_pairs()))
+
+
+def test_sab_draws_its_noise_where_the_images_are_from_the_steps_generator():
+    from methods.siavc.sab import SuperAugmentationBlock
+
+    sab = SuperAugmentationBlock(4, 3, mask_prob=0.5, noise_std=8.0, patch=2, device=torch.device("cpu"))
+    x = torch.zeros(2, 3, 4, 4)
+    got = sab.augment(x, torch.tensor([True, False]), torch.Generator().manual_seed(5))
+    g = torch.Generator().manual_seed(5)  # the same draws in the same order: the mask, then the noise
+    keep = (torch.rand(2, 1, 2, 2, generator=g) >= 0.5).repeat_interleave(2, 2).repeat_interleave(2, 3)
+    mean, std = torch.tensor(MEAN).view(1, 3, 1, 1), torch.tensor(STD).view(1, 3, 1, 1)
+    pixels = (x * std + mean) * 255.0
+    heavy = ((pixels * keep + torch.randn(x.shape, generator=g) * 8.0).clamp(0.0, 255.0) / 255.0 - mean) / std
+    assert torch.equal(got[0], heavy[0]) and torch.equal(got[1], x[1])
+
+
+def test_a_non_finite_loss_stops_the_run_before_its_next_checkpoint(tmp_path):
+    model = _Linear()
+    ctx = RunContext(device=torch.device("cpu"), seed=0, run_dir=tmp_path, cache_dir=tmp_path)
+
+    def step(it):
+        loss = nn.functional.cross_entropy(model.predict({"wli": torch.randn(4, 3, 2, 2)}), torch.zeros(4).long())
+        return {"loss": loss * float("nan") if it == 2 else loss}
+
+    from benchmark.training import NonFiniteLoss
+
+    with pytest.raises(NonFiniteLoss, match="loss is nan at iteration 2"):
+        TrainingLoop(model, {"iterations": 12, "eval_every": 4, "lr": 0.1}, ctx, None).run(step)
+    assert not (tmp_path / "train_checkpoint.pt").exists()

@@ -105,8 +105,10 @@ class SynergisticPretrainer(nn.Module):
     @torch.no_grad()
     def momentum_update(self) -> None:
         m = self.pcfg["consistency"]["momentum"]
-        for p, p_m in self._momentum_pairs():
-            p_m.mul_(m).add_(p.detach(), alpha=1 - m)
+        online, momentum = map(list, zip(*self._momentum_pairs()))
+        # One call over every tensor (a fused kernel on CUDA), each tensor as `mul_(m).add_(...)` computes it.
+        torch._foreach_mul_(momentum, m)
+        torch._foreach_add_(momentum, [p.detach() for p in online], alpha=1 - m)
 
     @torch.no_grad()
     def enqueue(self, feat_w_m: torch.Tensor, feat_n_m: torch.Tensor) -> None:

@@ -34,6 +34,15 @@ def otsu_thresholds(values: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Te
     return values.gather(1, arg[:, None]).squeeze(1), best > 0
 
 
+def _generator_on(device: torch.device, generator: torch.Generator) -> torch.Generator:
+    """`generator` itself where it lives on `device`; elsewhere a generator on `device` seeded from it, so
+    an image-sized draw is made where the images are (no host draw and copy per step) and stays a
+    function of the step's seed."""
+    if generator.device == device:
+        return generator
+    return torch.Generator(device).manual_seed(int(torch.randint(2**63 - 1, (), generator=generator)))
+
+
 class SuperAugmentationBlock:
     """Per-sample loss histories (the last `history` losses of each unlabeled sample) and the
     re-augmentation they trigger."""
@@ -65,7 +74,7 @@ class SuperAugmentationBlock:
         pixels = (x * std + mean) * 255.0
         keep = (torch.rand(n, 1, h // self.patch, w // self.patch, generator=generator) >= self.mask_prob).to(x.device)
         keep = keep.repeat_interleave(self.patch, 2).repeat_interleave(self.patch, 3)
-        noise = (torch.randn(x.shape, generator=generator) * self.noise_std).to(x.device)
+        noise = torch.randn(x.shape, generator=_generator_on(x.device, generator), device=x.device) * self.noise_std
         heavy = ((pixels * keep + noise).clamp(0.0, 255.0) / 255.0 - mean) / std
         return torch.where(selected[:, None, None, None], heavy, x)
 
