@@ -2,8 +2,8 @@
 
 A cell's folder holds, while it runs and after: `config_hash` (what the files there were computed
 with), `run.log`, `curves.jsonl`, `tensorboard/`, the training loop's `*_checkpoint.pt`, and at the
-end `test_outputs.npz`, `model.pt` and last of all `result.json`; or `failed.json` when the run
-stopped with an error.
+end `test_outputs.npz` (what the reports and figures read), `model.pt` when `runtime.save_model` asks
+for it, and last of all `result.json`; or `failed.json` when the run stopped with an error.
 
 `run_cell` depends only on its arguments and the files under `out`, so a local pool or a Slurm job
 can call it in another process. Each call claims its cell with a lock beside the cell's folder
@@ -51,6 +51,7 @@ CHECKPOINTS = "*_checkpoint.pt"
 # The files saved with a record -> whether reading them must check every byte (small files), or only
 # that they are whole zip files (the model, which may weigh hundreds of MB).
 OUTPUTS = {"test_outputs.npz": True, "model.pt": False}
+MODEL = "model.pt"  # written only with runtime.save_model
 # `run --method` words -> the registry group they run: Table II, the ablations, the grid's controls.
 GROUPS = {"all": "table2", "ablations": "ablation", "controls": "control"}
 
@@ -204,6 +205,8 @@ def finished_record(cell: Cell, cfg: dict, out: Path) -> dict | None:
     if record is None or record.get("config_hash") != config_hash(cfg):
         return None
     for name, full in OUTPUTS.items():
+        if name == MODEL and not cfg["runtime"]["save_model"]:
+            continue
         problem = zip_problem(folder / name, full)
         if problem is not None:
             warn_once(folder / name, problem, "its cell runs again")
@@ -473,7 +476,7 @@ def _train_and_evaluate(cell: Cell, cfg: dict, out: Path, device: str, show_prog
         best_logits = predict_logits(trained.best, split.test, dev, batch)
         last_logits = predict_logits(trained.last, split.test, dev, batch)
         correct = (best_logits.argmax(1).numpy() == split.test.labels)
-        _save_outputs(folder, trained, split, best_logits, dev, batch)
+        _save_outputs(folder, trained, split, best_logits, dev, batch, bool(cfg["runtime"]["save_model"]))
     record = {
         "method": cell.method, "mode": cell.mode, "dataset": cell.dataset, "labels": cell.labels,
         "seed": cell.seed, "profile": cfg["profile"],
@@ -497,13 +500,15 @@ def _train_and_evaluate(cell: Cell, cfg: dict, out: Path, device: str, show_prog
 
 
 @torch.no_grad()
-def _save_outputs(folder: Path, trained: Trained, split, logits: torch.Tensor, device, batch_size: int) -> None:
-    """The selected model and its test-set features (with the class names, for legends), so
-    figures never retrain anything. Both files are complete before the record exists."""
+def _save_outputs(folder: Path, trained: Trained, split, logits: torch.Tensor, device, batch_size: int,
+                  save_model: bool) -> None:
+    """The selected model's test-set features (with the class names, for legends), so figures never
+    retrain anything, and its weights when asked for. Both files are complete before the record exists."""
     model = trained.best.eval()
     feats = [model.embed(b).float().cpu() for b, _ in eval_batches(split.test, batch_size, device)]
     with atomic_write(folder / "test_outputs.npz") as tmp, open(tmp, "wb") as f:
         # a file object: np.savez would append ".npz" to a name
         np.savez(f, features=torch.cat(feats).numpy(), labels=split.test.labels, logits=logits.numpy(),
                  index=split.test.index, classes=np.asarray(split.classes))
-    atomic_save(trained.best.state_dict(), folder / "model.pt")
+    if save_model:
+        atomic_save(trained.best.state_dict(), folder / MODEL)

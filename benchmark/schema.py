@@ -170,6 +170,8 @@ class RuntimeConfig(Section):
     threads: int = Field(1, ge=0, description="torch CPU threads of a cell: 1 runs one cell per core and gives the "
                                                "same record on any machine; 0 = every core (one cell at a time)")
     compile: bool = Field(False, description="torch.compile each transformer block (worth it on CUDA; docs/perf.md)")
+    save_model: bool = Field(False, description="also keep the selected model's weights, model.pt (nothing in the "
+                                                "suite reads them; ViT-B/16: 343 MB a single-encoder cell)")
 
 
 class ExecutorConfig(Section):

@@ -186,6 +186,17 @@ def test_offline_the_weights_to_fetch_are_named_before_the_hub_is_asked(tmp_path
     assert models.hub_weights("vit_tiny_patch16_224") == str(snapshot / "model.safetensors")
 
 
+# -- 6: model.pt only where it is needed --------------------------------------------------------------
+def test_model_pt_is_written_only_when_asked_for(tmp_path):
+    argv = ["run", *SMOKE, "--method", "supervised", "--labels", "50", "--set", "train.iterations=1"]
+    assert main(argv + ["--out", str(tmp_path / "a")]) == 0
+    folder = tmp_path / "a" / "runs" / "synthetic" / "supervised" / "single" / "labels50" / "seed0"
+    assert (folder / "test_outputs.npz").exists() and not (folder / "model.pt").exists()
+    assert main(argv + ["--out", str(tmp_path / "a")]) == 0  # finished: no model.pt is missing
+    assert main(argv + ["--out", str(tmp_path / "b"), "--set", "runtime.save_model=true"]) == 0
+    assert (tmp_path / "b" / folder.relative_to(tmp_path / "a") / "model.pt").exists()
+
+
 # -- 7: every listed key is settable ------------------------------------------------------------------------
 @pytest.mark.parametrize("profile", ["smoke", "paper"])
 def test_every_key_config_keys_lists_is_taken_by_set(profile, capsys):
