@@ -439,6 +439,7 @@ class _RunLog:
 def _train_and_evaluate(cell: Cell, cfg: dict, out: Path, device: str, show_progress: bool) -> dict | None:
     """The run itself: train, evaluate the selected and the last model on test, write the record
     (rank 0's part; under torchrun the other processes only train, and get None)."""
+    start = time.perf_counter()  # the record's wall_s: the whole cell, its test pass and outputs included
     spec = methods.get_method(cell.method)
     folder = cell.folder(out)
     chash = config_hash(cfg)
@@ -461,14 +462,12 @@ def _train_and_evaluate(cell: Cell, cfg: dict, out: Path, device: str, show_prog
                      compile=bool(cfg["runtime"]["compile"]),
                      curves=curves, progress=progress, health=health)
     with normalised_with(cfg["model"]["mean"], cfg["model"]["std"]):  # training and the test pass
-        start = time.perf_counter()
         try:
             trained: Trained = spec.train(split, cfg, ctx)
         finally:
             progress.close()
             if curves is not None:
                 curves.close()
-        wall = time.perf_counter() - start
         if not main:
             return None
 
@@ -477,6 +476,7 @@ def _train_and_evaluate(cell: Cell, cfg: dict, out: Path, device: str, show_prog
         last_logits = predict_logits(trained.last, split.test, dev, batch)
         correct = (best_logits.argmax(1).numpy() == split.test.labels)
         _save_outputs(folder, trained, split, best_logits, dev, batch, bool(cfg["runtime"]["save_model"]))
+    wall = time.perf_counter() - start
     record = {
         "method": cell.method, "mode": cell.mode, "dataset": cell.dataset, "labels": cell.labels,
         "seed": cell.seed, "profile": cfg["profile"],

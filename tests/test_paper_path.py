@@ -14,6 +14,7 @@ import timm
 import torch
 from torch import nn
 
+import benchmark.runner
 from benchmark import models
 from benchmark.cli import main
 from benchmark.config import build_config
@@ -306,3 +307,17 @@ def test_a_non_finite_loss_stops_the_run_before_its_next_checkpoint(tmp_path):
     with pytest.raises(NonFiniteLoss, match="loss is nan at iteration 2"):
         TrainingLoop(model, {"iterations": 12, "eval_every": 4, "lr": 0.1}, ctx, None).run(step)
     assert not (tmp_path / "train_checkpoint.pt").exists()
+
+
+# -- 9: a cell's whole time ---------------------------------------------------------------------------------
+def test_wall_s_covers_the_test_pass_and_the_outputs(tmp_path, monkeypatch):
+    real = benchmark.runner._save_outputs
+
+    def slow(*args, **kwargs):
+        time.sleep(1.5)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(benchmark.runner, "_save_outputs", slow)
+    assert main(["run", *SMOKE, "--method", "supervised", "--labels", "50", "--out", str(tmp_path),
+                 "--set", "train.iterations=1"]) == 0
+    assert _record(tmp_path)["wall_s"] >= 1.5
