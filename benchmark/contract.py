@@ -49,6 +49,7 @@ class RunContext:
     curves: CurveLogger | None = None
     progress: ProgressHook | None = None  # the harness's per-run progress bar
     health: Any = None  # benchmark.health.PseudoLabelMonitor: what a step's `pseudo_labels` are checked against
+    on_loop: Callable[[Any], None] | None = None  # given every TrainingLoop built (`run --dry-run` sizes them)
 
     def log(self, step: int, values: dict[str, float]) -> None:
         if self.curves is not None:

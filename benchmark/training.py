@@ -212,6 +212,8 @@ class TrainingLoop:
         self.best_state: dict | None = None
         self.best_val = -1.0
         self.start = 0
+        if ctx.on_loop is not None:
+            ctx.on_loop(self)
 
     @property
     def eval_model(self) -> nn.Module:

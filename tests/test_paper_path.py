@@ -20,8 +20,10 @@ from benchmark.cli import main
 from benchmark.config import build_config
 from benchmark.contract import RunContext
 from benchmark.data.loaders import MEAN, STD, normalised_with, to_tensor
+from benchmark.disk import probe_loops
 from benchmark.health import PseudoLabelMonitor, PseudoLabels
-from benchmark.training import TrainingLoop
+from benchmark.runner import Cell
+from benchmark.training import TrainingLoop, atomic_save
 
 SMOKE = ["--profile", "smoke", "--device", "cpu"]
 TINY_HUB_ID = "timm/vit_tiny_patch16_224.augreg_in21k_ft_in1k"  # timm's default weights of the smoke arch
@@ -185,6 +187,55 @@ def test_offline_the_weights_to_fetch_are_named_before_the_hub_is_asked(tmp_path
 
     save_file(torch.load(_tiny_timm_file(tmp_path / "w.pth"), weights_only=True), snapshot / "model.safetensors")
     assert models.hub_weights("vit_tiny_patch16_224") == str(snapshot / "model.safetensors")
+
+
+# -- 6: the dry run ---------------------------------------------------------------------------------------
+def test_a_dry_run_refuses_what_a_run_refuses(tmp_path, capsys):
+    argv = ["run", "--profile", "paper", "--dataset", "kvasir", "--device", "cpu", "--method", "supervised", "--labels", "50",
+            "--out", str(tmp_path / "out"), "--set", "model.init=random", "--dry-run",
+            "--set", "model.arch=vit_tiny_patch16_224"]  # a smaller ViT to build: the data is what is refused
+    assert main(argv) == 2
+    assert "needs --data-root" in _one_line_error(capsys)
+    assert main(argv + ["--data-root", str(tmp_path / "nothing")]) == 2
+    assert str(tmp_path / "nothing") in _one_line_error(capsys)
+
+
+def test_a_dry_run_prints_the_cells_and_their_disk(tmp_path, capsys):
+    assert main(["run", *SMOKE, "--method", "supervised,habit,mics", "--modes", "single,fused", "--labels", "50",
+                 "--out", str(tmp_path), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "3 cells: 3 todo" in out and "model.pt not written" in out
+    assert "disk, while a cell runs: up to" in out and "(habit/single;" in out
+    assert "not sized: the training loops that start after another one has trained, in mics/fused" in out
+    assert not (tmp_path / "runs").exists()
+
+
+def test_the_disk_probe_sizes_checkpoints_as_they_are_written(tmp_path):
+    """The probe's checkpoint size against a real checkpoint of the same loop once it holds all it will: the
+    optimizer's moments (after a step) and the best validation copy (after the first validation, at 3)."""
+    cell = Cell("synthetic", "habit", "single", 50.0, 0)
+    cfg = build_config("smoke", "habit", "single", "synthetic", 50, 0)
+    (probed,) = probe_loops(cell, cfg)
+    from benchmark import budget
+    from benchmark.data import load_dataset, make_split
+    from methods import get_method
+
+    raw, cache = load_dataset(cfg["data"])
+    split = make_split(raw, cache, cfg["data"], 50, 0)
+    cfg = budget.apply(cfg, get_method("habit").stage_iterations(cfg, split.sizes()))
+    loops = []
+
+    def after_a_validation(loop, done, total):
+        if done == 4:
+            atomic_save(loops[0]._state(done), tmp_path / "checkpoint.pt")
+            raise KeyboardInterrupt
+
+    ctx = RunContext(device=torch.device("cpu"), seed=0, run_dir=tmp_path, cache_dir=tmp_path,
+                     progress=after_a_validation, on_loop=loops.append)
+    with pytest.raises(KeyboardInterrupt):
+        get_method("habit").train(split, cfg, ctx)
+    written = (tmp_path / "checkpoint.pt").stat().st_size
+    assert probed.checkpoint <= written < 1.1 * probed.checkpoint + 100_000  # + pickling and the RNG states
 
 
 # -- 6: model.pt only where it is needed --------------------------------------------------------------
