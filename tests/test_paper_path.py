@@ -25,7 +25,7 @@ from benchmark.health import PseudoLabelMonitor, PseudoLabels
 from benchmark.runner import Cell
 from benchmark.training import TrainingLoop, atomic_save
 
-SMOKE = ["--profile", "smoke", "--device", "cpu"]
+SMOKE = ["--profile", "smoke", "--device", "cpu", "--workers", "1"]  # cells in this process: monkeypatches reach them
 TINY_HUB_ID = "timm/vit_tiny_patch16_224.augreg_in21k_ft_in1k"  # timm's default weights of the smoke arch
 
 
