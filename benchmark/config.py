@@ -24,7 +24,7 @@ import yaml
 
 from .errors import ConfigError, unknown_name
 from .files import stable_hash
-from .schema import ProfileConfig, validate
+from .schema import ProfileConfig, declared, validate
 
 if TYPE_CHECKING:
     from importlib.resources.abc import Traversable
@@ -143,10 +143,21 @@ def parse_overrides(pairs: list[str] | None) -> dict[str, Any]:
 
 
 def set_dotted(cfg: dict, key: str, value: Any) -> None:
-    """Set `a.b.c` in a nested dict; unknown keys are refused so a typo is not silently ignored."""
+    """Set `a.b.c` in a nested dict; unknown keys are refused so a typo is not silently ignored.
+
+    A key the schema declares is set even where the config does not hold it yet (`config keys` lists it,
+    so `--set` takes it): an overlay's keys (MICS's `method.finetune.train.*`) are there only once set,
+    and a section a profile turns off (`init: null`) is made when one of its keys is set."""
     node = cfg
     parts = key.split(".")
     for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        if isinstance(node, dict) and node.get(part) is None:
+            kind = _declared(cfg, parts[: i + 1])
+            if last and kind is True:
+                node[part] = None
+            elif not last and isinstance(kind, type):
+                node[part] = {}
         if not isinstance(node, dict) or part not in node:
             where = ".".join(parts[:i]) or "the top level"
             valid = sorted(node) if isinstance(node, dict) else []
@@ -155,6 +166,18 @@ def set_dotted(cfg: dict, key: str, value: Any) -> None:
             node[part] = value
         else:
             node = node[part]
+
+
+def _declared(cfg: dict, parts: list[str]):
+    """`benchmark.schema.declared` of the key in the schema of `cfg`: its profile's sections, and under
+    `method` its method's own."""
+    import methods
+
+    if parts[0] != "method":
+        return declared(ProfileConfig, ".".join(parts))
+    if len(parts) == 1 or not isinstance(cfg.get("method"), dict) or "name" not in cfg["method"]:
+        return False
+    return declared(methods.get_method(cfg["method"]["name"]).config, ".".join(parts[1:]))
 
 
 def validate_config(cfg: dict, source: str) -> dict:

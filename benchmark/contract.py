@@ -44,10 +44,12 @@ class RunContext:
     run_dir: Path  # checkpoints of this run
     cache_dir: Path  # caches shared between runs (e.g. MICS pre-training per dataset/seed/profile)
     amp: bool = False
+    amp_dtype: torch.dtype | None = None  # autocast's dtype (runtime.amp_dtype); None: its default for the device
     compile: bool = False  # torch.compile each transformer block of a trained model (runtime.compile)
     curves: CurveLogger | None = None
     progress: ProgressHook | None = None  # the harness's per-run progress bar
     health: Any = None  # benchmark.health.PseudoLabelMonitor: what a step's `pseudo_labels` are checked against
+    on_loop: Callable[[Any], None] | None = None  # given every TrainingLoop built (`run --dry-run` sizes them)
 
     def log(self, step: int, values: dict[str, float]) -> None:
         if self.curves is not None:

@@ -33,31 +33,37 @@ class PseudoLabelMonitor:
 
     def __init__(self, truth: np.ndarray):
         self.truth = torch.as_tensor(np.asarray(truth), dtype=torch.long)  # true labels of the unlabeled part
-        self.totals = {"samples": 0.0, "mask": 0.0, "correct": 0.0}
+        self.totals: dict[str, float | torch.Tensor] = {"samples": 0.0, "mask": 0.0, "correct": 0.0}
 
-    def observe(self, it: int, iterations: int, labels: PseudoLabels) -> dict[str, float]:
-        """Count step `it` of `iterations` when it is in the window; returns this step's rates for curves."""
-        idx = labels.idx.detach().long().cpu()
-        mask = labels.mask.detach().float().reshape(-1).cpu()
+    def observe(self, it: int, iterations: int, labels: PseudoLabels) -> dict[str, torch.Tensor]:
+        """Count step `it` of `iterations` when it is in the window; returns this step's rates for curves.
+
+        Everything stays on the device of the step's tensors (the labels follow them there once): the
+        totals and rates are device scalars, read on the host only when the loop logs or saves, so no
+        step waits for the device. Sums are float64, as the totals were when they were Python floats."""
+        idx = labels.idx.detach().long()
+        if self.truth.device != idx.device:
+            self.truth = self.truth.to(idx.device)
+        mask = labels.mask.detach().float().reshape(-1)
         pseudo = labels.pseudo.detach()
-        pseudo = (pseudo.argmax(1) if pseudo.dim() == 2 else pseudo).long().cpu()
+        pseudo = (pseudo.argmax(1) if pseudo.dim() == 2 else pseudo).long()
         correct = (pseudo == self.truth[idx]).float()
-        step = {"mask": float(mask.sum()), "correct": float((mask * correct).sum()), "samples": float(len(idx))}
+        step = {"mask": mask.sum().double(), "correct": (mask * correct).sum().double(), "samples": float(len(idx))}
         if it >= iterations - max(1, round(WINDOW * iterations)):
             for key, value in step.items():
-                self.totals[key] += value
+                self.totals[key] = self.totals[key] + value
         return {"mask_rate": step["mask"] / max(1.0, step["samples"]),
-                "pseudo_label_acc": 100.0 * step["correct"] / step["mask"] if step["mask"] > 0 else float("nan")}
+                "pseudo_label_acc": torch.where(step["mask"] > 0, 100.0 * step["correct"] / step["mask"], torch.nan)}
 
     def summary(self) -> dict[str, float | None]:
-        t = self.totals
+        t = self.state_dict()
         if t["samples"] == 0:
             return {"unlabeled_mask_rate": None, "pseudo_label_acc": None}
         return {"unlabeled_mask_rate": round(t["mask"] / t["samples"], 4),
                 "pseudo_label_acc": round(100.0 * t["correct"] / t["mask"], 2) if t["mask"] > 0 else None}
 
-    def state_dict(self) -> dict:
-        return dict(self.totals)
+    def state_dict(self) -> dict[str, float]:
+        return {key: float(value) for key, value in self.totals.items()}
 
     def load_state_dict(self, state: dict) -> None:
         self.totals = dict(state)

@@ -3,15 +3,22 @@ every method's copies of it load (`model.init`):
 
 - `imagenet`: timm's ImageNet weights for `model.arch` (the `paper` profile, as USB's usb_cv configs and
   ALBEF start from ImageNet ViTs); `model.weights: PATH` reads them from a local file instead of the hub.
+  Either way the file is read here, passed through timm's checkpoint filter of the architecture (which
+  resamples the position embeddings to `img_size`) and must supply every weight but the head: timm's own
+  loader drops the head when the class count differs and then loads without checking (a file of
+  unrelated weights would leave the model random). Without a file, the hub's is taken from the Hugging
+  Face cache when it is there, and the hub is asked only once it is known to answer.
 - `suite`: label-free weights pre-trained by the suite itself on a generic image corpus
   (`python -m benchmark init build`; `benchmark/weights/` ships them for the CPU profiles), the stand-in
   for ImageNet weights on a machine with no downloads; `model.weights: PATH` names another such file.
 - `random`: timm's random initialisation (the from-scratch runs).
 
-Only the classifier head stays random in every case: it depends on the dataset's classes."""
+Only the classifier head stays random in every case: it depends on the dataset's classes. Inputs are
+normalised with the statistics the starting weights were trained with (`input_normalisation`)."""
 from __future__ import annotations
 
 import functools
+import importlib
 import json
 from pathlib import Path
 
@@ -19,10 +26,12 @@ import timm
 import torch
 from torch import nn
 
+from .data.loaders import MEAN, STD
 from .errors import ConfigError
 from .files import file_sha256
 
 INITS = ("imagenet", "suite", "random")
+PROBE_TIMEOUT_S = 10  # how long the hub may take to answer before the machine counts as offline
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 
 
@@ -49,21 +58,61 @@ def create_backbone(model_cfg: dict, num_classes: int) -> nn.Module:
 
 
 def _imagenet_backbone(arch: str, kwargs: dict, num_classes: int, weights: str | None) -> nn.Module:
-    """timm's pretrained path; with `weights`, timm's own local-file mechanism (`pretrained_cfg_overlay`)."""
-    overlay = None
-    if weights:
-        if not Path(weights).is_file():
-            raise ConfigError(f"model.weights: no such file '{weights}'")
-        overlay = {"file": str(weights)}
-    try:
-        return timm.create_model(arch, pretrained=True, pretrained_cfg_overlay=overlay,
-                                 num_classes=num_classes, **kwargs)
-    except (OSError, RuntimeError, ValueError, KeyError) as err:
-        if weights:
-            raise ConfigError(f"model.weights: '{weights}' is not a timm weights file for '{arch}' "
+    """timm's ImageNet weights of `arch`, from `weights` or the hub, checked to fit (module docstring)."""
+    path = weights or hub_weights(arch)
+    model = timm.create_model(arch, pretrained=False, num_classes=num_classes, **kwargs)
+    state = _read_state(str(path))
+    checkpoint_filter = getattr(importlib.import_module(type(model).__module__), "checkpoint_filter_fn", None)
+    if checkpoint_filter is not None:
+        try:
+            state = checkpoint_filter(state, model)
+        except (RuntimeError, ValueError, KeyError) as err:
+            raise ConfigError(f"model.weights: '{path}' is not a timm weights file for '{arch}' "
                               f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})") from err
-        raise ConfigError(f"ImageNet weights for '{arch}' could not be fetched; download them once and set "
-                          "model.weights=PATH (or model.init=random)") from err
+    load_backbone_state(model, state, str(path))
+    return model
+
+
+def hub_weights(arch: str) -> str:
+    """The local path of timm's default ImageNet weights of `arch`: from the Hugging Face cache, else
+    downloaded, once the hub has answered one short request. Offline (no answer, or HF_HUB_OFFLINE), a
+    one-line error names the file to fetch: asked straight away, the hub retries for about a minute first."""
+    from huggingface_hub import constants, get_hf_file_metadata, hf_hub_download, hf_hub_url, try_to_load_from_cache
+
+    cfg = timm.models.get_pretrained_cfg(arch)
+    if cfg is None or not cfg.hf_hub_id:
+        raise ConfigError(f"timm has no hub weights for '{arch}'; set model.weights=PATH (or model.init=random)")
+    filename = cfg.hf_hub_filename or "model.safetensors"
+    cached = try_to_load_from_cache(cfg.hf_hub_id, filename)
+    if isinstance(cached, str):
+        return cached
+    fetch = f"{filename} of https://huggingface.co/{cfg.hf_hub_id}"
+    reason = "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else None
+    if reason is None:
+        try:
+            get_hf_file_metadata(hf_hub_url(cfg.hf_hub_id, filename), timeout=PROBE_TIMEOUT_S)
+        except Exception as err:  # noqa: BLE001 - whatever stops this request stops the download
+            reason = f"the hub did not answer: {type(err).__name__}"
+    if reason is not None:
+        raise ConfigError(f"ImageNet weights for '{arch}' are not on this machine and {reason}; download {fetch} "
+                          "once and set model.weights=PATH (or model.init=random)")
+    return hf_hub_download(cfg.hf_hub_id, filename)
+
+
+def input_normalisation(model_cfg: dict) -> dict[str, list[float]]:
+    """{"mean", "std"} of the inputs: `model.mean` / `model.std` where given, else those the starting weights
+    were trained with. timm's ImageNet ViTs are not all trained with ImageNet's statistics (ViT-B/16's
+    default weights take mean = std = 0.5), so they come from timm's pretrained config of the architecture
+    (`resolve_data_config`), which describes the weights `model.weights` holds as well; the suite's own
+    weights are trained with MEAN and STD (`benchmark.init_weights`), and a random start has no statistics
+    of its own: it gets the suite's too."""
+    own = {"mean": list(MEAN), "std": list(STD)}
+    if model_cfg.get("init", "random") == "imagenet":
+        from timm.data import resolve_data_config
+
+        data = resolve_data_config(pretrained_cfg=timm.models.get_pretrained_cfg(model_cfg["arch"]).to_dict())
+        own = {"mean": [float(v) for v in data["mean"]], "std": [float(v) for v in data["std"]]}
+    return {key: list(model_cfg[key]) if model_cfg.get(key) is not None else value for key, value in own.items()}
 
 
 def init_fingerprint(model_cfg: dict) -> str:
@@ -91,13 +140,13 @@ def suite_weights_path(model_cfg: dict) -> Path:
 
 @functools.lru_cache(maxsize=4)
 def _read_state(path: str) -> dict[str, torch.Tensor]:
+    """A weights file's state dict (torch or safetensors; a checkpoint's `model` or `state_dict` entry)."""
     if not Path(path).is_file():
         raise ConfigError(f"model.weights: no such file '{path}'")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        return timm.models.load_state_dict(path, use_ema=False)
     except Exception as err:  # noqa: BLE001 - any unreadable file is the same user error
         raise ConfigError(f"model.weights: '{path}' is not a readable weights file ({type(err).__name__})") from err
-    return state.get("model", state)
 
 
 def load_backbone_state(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
@@ -108,8 +157,10 @@ def load_backbone_state(model: nn.Module, state: dict[str, torch.Tensor], source
     mismatched = sorted(k for k, v in body.items() if k in own and own[k].shape != v.shape)
     missing, unexpected = model.load_state_dict(
         {k: v for k, v in body.items() if k not in mismatched}, strict=False)
-    missing = sorted(set(missing) - head)
-    if missing or unexpected or mismatched:
-        problem = (missing or unexpected or mismatched)[0]
+    missing = [k for k in own if k in set(missing) - head]  # in the model's order
+    if missing:
+        raise ConfigError(f"model.weights: '{source}' does not fit model.arch/model.kwargs: it lacks weight "
+                          f"'{missing[0]}' ({len(missing)} of {len(own) - len(head)} missing)")
+    if unexpected or mismatched:
         raise ConfigError(f"model.weights: '{source}' does not fit model.arch/model.kwargs "
-                          f"(first differing weight: {problem})")
+                          f"(first differing weight: {(unexpected or mismatched)[0]})")

@@ -2,8 +2,8 @@
 
 A cell's folder holds, while it runs and after: `config_hash` (what the files there were computed
 with), `run.log`, `curves.jsonl`, `tensorboard/`, the training loop's `*_checkpoint.pt`, and at the
-end `test_outputs.npz`, `model.pt` and last of all `result.json`; or `failed.json` when the run
-stopped with an error.
+end `test_outputs.npz` (what the reports and figures read), `model.pt` when `runtime.save_model` asks
+for it, and last of all `result.json`; or `failed.json` when the run stopped with an error.
 
 `run_cell` depends only on its arguments and the files under `out`, so a local pool or a Slurm job
 can call it in another process. Each call claims its cell with a lock beside the cell's folder
@@ -33,13 +33,15 @@ from .config import build_config, config_hash, set_dotted, validate_config
 from .contract import MODES, RunContext, Trained
 from .curves import CurveWriter
 from .data import DATASETS, check_ratio, labeled_subset, load_dataset, load_split_indices, make_split
-from .data.loaders import eval_batches
+from .data.loaders import eval_batches, normalised_with
 from .errors import BenchmarkError, ConfigError, storage_error, unknown_name
 from .files import atomic_write, file_lock, lock_holder, warn_once, zip_problem
 from .health import PseudoLabelMonitor, collapsed
+from .models import input_normalisation
 from .results import (FAILED, RECORD, bootstrap_ci95, read_failure, read_record, rebuild_results_csv, run_dir,
                       write_json_atomic)
-from .runtime import code_version, configure_threads, peak_rss_mb, resolve_amp, resolve_device, seed_everything
+from .runtime import (code_version, configure_threads, peak_rss_mb, resolve_amp, resolve_amp_dtype, resolve_device,
+                      seed_everything)
 from .training import atomic_save, predict_logits
 
 _log = logging.getLogger(__name__)
@@ -49,6 +51,7 @@ CHECKPOINTS = "*_checkpoint.pt"
 # The files saved with a record -> whether reading them must check every byte (small files), or only
 # that they are whole zip files (the model, which may weigh hundreds of MB).
 OUTPUTS = {"test_outputs.npz": True, "model.pt": False}
+MODEL = "model.pt"  # written only with runtime.save_model
 # `run --method` words -> the registry group they run: Table II, the ablations, the grid's controls.
 GROUPS = {"all": "table2", "ablations": "ablation", "controls": "control"}
 
@@ -202,6 +205,8 @@ def finished_record(cell: Cell, cfg: dict, out: Path) -> dict | None:
     if record is None or record.get("config_hash") != config_hash(cfg):
         return None
     for name, full in OUTPUTS.items():
+        if name == MODEL and not cfg["runtime"]["save_model"]:
+            continue
         problem = zip_problem(folder / name, full)
         if problem is not None:
             warn_once(folder / name, problem, "its cell runs again")
@@ -468,6 +473,7 @@ class _RunLog:
 def _train_and_evaluate(cell: Cell, cfg: dict, out: Path, device: str, show_progress: bool) -> dict | None:
     """The run itself: train, evaluate the selected and the last model on test, write the record
     (rank 0's part; under torchrun the other processes only train, and get None)."""
+    start = time.perf_counter()  # the record's wall_s: the whole cell, its test pass and outputs included
     spec = methods.get_method(cell.method)
     folder = cell.folder(out)
     chash = config_hash(cfg)
@@ -478,6 +484,7 @@ def _train_and_evaluate(cell: Cell, cfg: dict, out: Path, device: str, show_prog
     raw, cache = load_dataset(cfg["data"])
     split = make_split(raw, cache, cfg["data"], cell.labels, cell.seed)
     cfg = budget.apply(cfg, spec.stage_iterations(cfg, split.sizes()))  # the method and the record get scaled constants
+    cfg["model"].update(input_normalisation(cfg["model"]))  # recorded: what the inputs were normalised with
     health = PseudoLabelMonitor(raw.labels[split.unlabeled.index])  # withheld labels: diagnosis only
     main = distributed.is_main()  # under torchrun the others train along and write nothing
     curves = CurveWriter(folder, logger=_log) if main else None
@@ -485,24 +492,25 @@ def _train_and_evaluate(cell: Cell, cfg: dict, out: Path, device: str, show_prog
     # `cache_dir` is absolute and fixed per output folder: every cell (and process) of this output
     # folder shares it, e.g. one MICS pre-training per (dataset, seed, profile).
     ctx = RunContext(device=dev, seed=cell.seed, run_dir=folder, cache_dir=out.resolve() / "cache",
-                     amp=resolve_amp(cfg["runtime"]["amp"], dev), compile=bool(cfg["runtime"]["compile"]),
+                     amp=resolve_amp(cfg["runtime"]["amp"], dev), amp_dtype=resolve_amp_dtype(cfg["runtime"]["amp_dtype"]),
+                     compile=bool(cfg["runtime"]["compile"]),
                      curves=curves, progress=progress, health=health)
-    start = time.perf_counter()
-    try:
-        trained: Trained = spec.train(split, cfg, ctx)
-    finally:
-        progress.close()
-        if curves is not None:
-            curves.close()
-    wall = time.perf_counter() - start
-    if not main:
-        return None
+    with normalised_with(cfg["model"]["mean"], cfg["model"]["std"]):  # training and the test pass
+        try:
+            trained: Trained = spec.train(split, cfg, ctx)
+        finally:
+            progress.close()
+            if curves is not None:
+                curves.close()
+        if not main:
+            return None
 
-    batch = int(cfg["train"]["eval_batch_size"])
-    best_logits = predict_logits(trained.best, split.test, dev, batch)
-    last_logits = predict_logits(trained.last, split.test, dev, batch)
-    correct = (best_logits.argmax(1).numpy() == split.test.labels)
-    _save_outputs(folder, trained, split, best_logits, dev, batch)
+        batch = int(cfg["train"]["eval_batch_size"])
+        best_logits = predict_logits(trained.best, split.test, dev, batch)
+        last_logits = predict_logits(trained.last, split.test, dev, batch)
+        correct = (best_logits.argmax(1).numpy() == split.test.labels)
+        _save_outputs(folder, trained, split, best_logits, dev, batch, bool(cfg["runtime"]["save_model"]))
+    wall = time.perf_counter() - start
     record = {
         "method": cell.method, "mode": cell.mode, "dataset": cell.dataset, "labels": cell.labels,
         "seed": cell.seed, "profile": cfg["profile"],
@@ -526,13 +534,15 @@ def _train_and_evaluate(cell: Cell, cfg: dict, out: Path, device: str, show_prog
 
 
 @torch.no_grad()
-def _save_outputs(folder: Path, trained: Trained, split, logits: torch.Tensor, device, batch_size: int) -> None:
-    """The selected model and its test-set features (with the class names, for legends), so
-    figures never retrain anything. Both files are complete before the record exists."""
+def _save_outputs(folder: Path, trained: Trained, split, logits: torch.Tensor, device, batch_size: int,
+                  save_model: bool) -> None:
+    """The selected model's test-set features (with the class names, for legends), so figures never
+    retrain anything, and its weights when asked for. Both files are complete before the record exists."""
     model = trained.best.eval()
     feats = [model.embed(b).float().cpu() for b, _ in eval_batches(split.test, batch_size, device)]
     with atomic_write(folder / "test_outputs.npz") as tmp, open(tmp, "wb") as f:
         # a file object: np.savez would append ".npz" to a name
         np.savez(f, features=torch.cat(feats).numpy(), labels=split.test.labels, logits=logits.numpy(),
                  index=split.test.index, classes=np.asarray(split.classes))
-    atomic_save(trained.best.state_dict(), folder / "model.pt")
+    if save_model:
+        atomic_save(trained.best.state_dict(), folder / MODEL)

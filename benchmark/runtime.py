@@ -33,6 +33,11 @@ def resolve_amp(setting, device: torch.device) -> bool:
     return bool(setting)
 
 
+def resolve_amp_dtype(setting: str) -> torch.dtype | None:
+    """`runtime.amp_dtype` as a torch dtype; `auto` is None: autocast's own default for the device."""
+    return None if setting == "auto" else getattr(torch, setting)
+
+
 def available_cores() -> int:
     """The CPU cores this process may run on."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

@@ -88,6 +88,18 @@ class ModelConfig(Section):
     kwargs: dict[str, Any] = Field(
         {"img_size": 64, "patch_size": 8, "embed_dim": 64, "depth": 2, "num_heads": 4, "mlp_ratio": 2.0},
         description="passed to timm.create_model; quick: a small ViT for 2 CPU cores")
+    mean: list[float] | None = Field(
+        None, min_length=3, max_length=3, description="RGB mean inputs are normalised with; null: the starting "
+        "weights' own (imagenet: timm's pretrained config of model.arch; suite, random: the suite's)")
+    std: list[float] | None = Field(None, min_length=3, max_length=3,
+                                    description="RGB standard deviation, likewise; null: the weights' own")
+
+    @field_validator("std")
+    @classmethod
+    def _std(cls, value: list[float] | None) -> list[float] | None:
+        if value is not None and min(value) <= 0:
+            raise ValueError("allowed: three positive numbers, or null")
+        return value
 
 
 class InitConfig(Section):
@@ -155,9 +167,13 @@ TrainOverlay = _overlay(TrainConfig, "TrainOverlay")
 class RuntimeConfig(Section):
     device: Literal[DEVICES] = Field("auto", description="auto picks CUDA when present")
     amp: Literal["auto"] | bool = Field("auto", description="mixed precision; auto = on for CUDA, off on CPU")
+    amp_dtype: Literal["auto", "bfloat16", "float16"] = Field(
+        "auto", description="autocast dtype under amp; auto: float16 on CUDA (with loss scaling), bfloat16 on CPU")
     threads: int = Field(1, ge=0, description="torch CPU threads of a cell: 1 runs one cell per core and gives the "
                                                "same record on any machine; 0 = every core (one cell at a time)")
     compile: bool = Field(False, description="torch.compile each transformer block (worth it on CUDA; docs/perf.md)")
+    save_model: bool = Field(False, description="also keep the selected model's weights, model.pt (nothing in the "
+                                                "suite reads them; ViT-B/16: 343 MB a single-encoder cell)")
 
 
 class ExecutorConfig(Section):
@@ -240,6 +256,28 @@ def _type_name(annotation: Any) -> str:
     return annotation.__name__
 
 
+def _nested(annotation: Any) -> type[BaseModel] | None:
+    """The section a field holds (`InitConfig` of `InitConfig | None`), None for a value or a list of them."""
+    if get_origin(annotation) is list:
+        return None
+    nested = [a for a in (get_args(annotation) or (annotation,)) if isinstance(a, type) and issubclass(a, BaseModel)]
+    return nested[0] if nested else None
+
+
+def declared(schema: type[BaseModel], key: str) -> type[BaseModel] | bool:
+    """Whether dotted `key` is one of `schema`'s keys, as `describe` lists them: its section when it names
+    one, True for a value, False when it is none of them."""
+    for i, part in enumerate(key.split(".")):
+        field = schema.model_fields.get(part)
+        if field is None:
+            return False
+        nested = _nested(field.annotation)
+        if nested is None:
+            return i == len(key.split(".")) - 1
+        schema = nested
+    return schema
+
+
 def describe(schema: type[BaseModel] = ProfileConfig, prefix: str = "", values: dict | None = None) -> list[str]:
     """One line per key: `key: type = default (range)  # meaning`, for `config keys`. `values`: what to show
     instead of the schema's defaults (a method's, which its YAML holds)."""
@@ -247,9 +285,9 @@ def describe(schema: type[BaseModel] = ProfileConfig, prefix: str = "", values: 
     for name, field in schema.model_fields.items():
         key = f"{prefix}{name}"
         annotation = field.annotation
-        nested = [a for a in (get_args(annotation) or (annotation,)) if isinstance(a, type) and issubclass(a, BaseModel)]
-        if nested and get_origin(annotation) is not list:
-            lines += describe(nested[0], key + ".", None if values is None else (values.get(name) or {}))
+        nested = _nested(annotation)
+        if nested is not None:
+            lines += describe(nested, key + ".", None if values is None else (values.get(name) or {}))
             continue
         if values is not None and name in values:
             default = repr(values[name])

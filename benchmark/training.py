@@ -123,6 +123,21 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def _autocast_dtype(ctx: RunContext) -> torch.dtype:
+    return ctx.amp_dtype or torch.get_autocast_dtype(ctx.device.type)
+
+
+def _to_device(value, device: torch.device):
+    """`value` with every tensor in it (in dicts, lists and tuples) on `device`."""
+    if isinstance(value, torch.Tensor):
+        return value.to(device)
+    if isinstance(value, dict):
+        return {k: _to_device(v, device) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_to_device(v, device) for v in value)
+    return value
+
+
 def compile_blocks(model: nn.Module) -> int:
     """torch.compile every transformer block of `model` in place (regional compilation): whichever way a
     method calls its backbone (whole, a submodule, `forward_features`), the blocks run compiled, one
@@ -133,6 +148,27 @@ def compile_blocks(model: nn.Module) -> int:
     for block in blocks:
         block.compile()
     return len(blocks)
+
+
+class _NonFinite:
+    """The first iteration whose loss was NaN or infinite, kept on the device: asking the host after every
+    step would wait for the device each time, so the loop asks only before it logs, evaluates, saves a
+    checkpoint or ends (at most `log_every` = 10 steps later). The steps in between change nothing that
+    lasts: the run stops with the iteration and value of the first non-finite loss, before any of them
+    reaches a checkpoint."""
+
+    def __init__(self, device: torch.device):
+        self.first = torch.full((), -1, dtype=torch.long, device=device)
+        self.value = torch.zeros((), device=device)
+
+    def observe(self, it: int, loss: torch.Tensor) -> None:
+        new = (self.first < 0) & ~torch.isfinite(loss.detach()).all()
+        self.first = torch.where(new, it, self.first)
+        self.value = torch.where(new, loss.detach().float().reshape(()), self.value)
+
+    def check(self, name: str) -> None:
+        if not distributed.all_ranks(self.first < 0):  # every process stops alike
+            raise NonFiniteLoss(f"{name}: loss is {self.value.item()} at iteration {int(self.first)}")
 
 
 class TrainingLoop:
@@ -164,7 +200,9 @@ class TrainingLoop:
         self.scheduler = warmup_cosine(
             self.optimizer, self.iterations, int(train_cfg.get("warmup_iterations", 0)), float(train_cfg.get("min_lr", 0.0))
         )
-        self.scaler = torch.amp.GradScaler(ctx.device.type, enabled=ctx.amp)
+        # Loss scaling is for float16 only: bfloat16 has float32's range (and no scaler, no per-step
+        # check of the gradients on the host).
+        self.scaler = torch.amp.GradScaler(ctx.device.type, enabled=ctx.amp and _autocast_dtype(ctx) == torch.float16)
         decay = float(train_cfg.get("ema_momentum", 0.0))
         self.ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True) if decay > 0 else None
         if ctx.compile:  # after the EMA copy: the evaluated copy runs eagerly
@@ -174,6 +212,8 @@ class TrainingLoop:
         self.best_state: dict | None = None
         self.best_val = -1.0
         self.start = 0
+        if ctx.on_loop is not None:
+            ctx.on_loop(self)
 
     @property
     def eval_model(self) -> nn.Module:
@@ -199,7 +239,9 @@ class TrainingLoop:
             if rewind is not None:  # starting from scratch: an earlier attempt's curve goes
                 rewind(self.name, 0)
             return
-        state = torch.load(self.path, map_location=self.ctx.device, weights_only=False)
+        # Read on the CPU: the random states must stay CPU tensors (`torch.set_rng_state` takes nothing
+        # else), and every tensor with a place on the device is copied there by what loads it.
+        state = torch.load(self.path, map_location="cpu", weights_only=False)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -208,8 +250,8 @@ class TrainingLoop:
             self.ema.load_state_dict(state["ema"])
         self.best_state, self.best_val, self.start = state["best_state"], state["best_val"], state["step"]
         _set_rng_state(state["rng"])
-        if self.load_extra_state and state["extra"] is not None:
-            self.load_extra_state(state["extra"])
+        if self.load_extra_state and state["extra"] is not None:  # a method's buffers, e.g. USB hooks'
+            self.load_extra_state(_to_device(state["extra"], self.ctx.device))
         if self.ctx.health is not None and state.get("health") is not None:
             self.ctx.health.load_state_dict(state["health"])
         if rewind is not None:
@@ -229,15 +271,15 @@ class TrainingLoop:
         self.ctx.advance(self.name, self.start, self.iterations)
         self.model.train()
         log_every = max(1, min(self.eval_every, 10))
+        nonfinite = _NonFinite(self.ctx.device)
         for it in range(self.start, self.iterations):
-            with torch.autocast(self.ctx.device.type, enabled=self.ctx.amp):
+            with torch.autocast(self.ctx.device.type, dtype=self.ctx.amp_dtype, enabled=self.ctx.amp):
                 out = step_fn(it)
             loss = out["loss"]
             pseudo_labels = out.pop("pseudo_labels", None)
             if pseudo_labels is not None and self.ctx.health is not None:
                 out.update(self.ctx.health.observe(it, self.iterations, pseudo_labels))
-            if not distributed.all_ranks(torch.isfinite(loss.detach()).all()):  # every process stops alike
-                raise NonFiniteLoss(f"{self.name}: loss is {loss.item()} at iteration {it}")
+            nonfinite.observe(it, loss)
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             self.scaler.step(self.optimizer)
@@ -249,13 +291,17 @@ class TrainingLoop:
                 distributed.check_replicas(self._trained_params(), f"{self.name}, first step")
             done = it + 1
             self.ctx.advance(self.name, done, self.iterations)
-            if done % log_every == 0 or done == self.iterations:
+            logs, evaluates = done % log_every == 0 or done == self.iterations, done % self.eval_every == 0
+            saves = done % self.checkpoint_every == 0 and done < self.iterations
+            if logs or evaluates or saves:  # before anything of a non-finite run is logged, selected or saved
+                nonfinite.check(self.name)
+            if logs:
                 values = {f"{self.name}/{k}": float(v.detach() if isinstance(v, torch.Tensor) else v) for k, v in out.items() if _is_scalar(v)}
                 values[f"{self.name}/lr"] = self.optimizer.param_groups[0]["lr"]
                 self.ctx.log(done, values)
-            if done % self.eval_every == 0 or done == self.iterations:
+            if evaluates or done == self.iterations:
                 self._evaluate(done)
-            if done % self.checkpoint_every == 0 and done < self.iterations and distributed.is_main():
+            if saves and distributed.is_main():
                 atomic_save(self._state(done), self.path)
         distributed.check_replicas(self._trained_params(), f"{self.name}, last step")
         return self._finish()

@@ -63,17 +63,6 @@ def test_imagenet_init_loads_a_local_timm_file(tmp_path):
     assert model.get_classifier().out_features == 6
 
 
-def test_unreachable_imagenet_weights_name_the_key(monkeypatch):
-    def offline(*args, pretrained=False, **kwargs):
-        if pretrained and not (kwargs.get("pretrained_cfg_overlay") or {}).get("file"):
-            raise OSError("no network")
-        return timm.models.create_model(*args, pretrained=pretrained, **kwargs)
-
-    monkeypatch.setattr(models.timm, "create_model", offline)
-    with pytest.raises(ConfigError, match="model.weights=PATH"):
-        models.create_backbone({**TINY, "init": "imagenet", "weights": None}, num_classes=6)
-
-
 def test_run_refuses_missing_weights_before_any_cell(tmp_path, capsys):
     code = main(["run", "--profile", "smoke", "--method", "supervised", "--labels", "50", "--out", str(tmp_path),
                  "--set", f"model.weights={tmp_path / 'nothing.pt'}"])

@@ -16,8 +16,9 @@ import methods
 from .. import distributed
 from ..config import DEFAULT_PROFILE, PROFILES, parse_overrides
 from ..data import DATASETS
-from ..errors import ConfigError
 from ..costs import estimate, write_costs
+from ..disk import grid_disk
+from ..errors import ConfigError
 from ..estimate import dry_run_estimate
 from ..measure import process_age_s
 from ..executors import EXECUTORS, follow_jobs, run_pool, submit_to_slurm, take_slurm_settings
@@ -43,7 +44,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reports", default="reports", type=Path, help="folder of the tables and figures")
     parser.add_argument("--set", dest="overrides", action="append", metavar="KEY=VALUE",
                         help="config override, repeatable; applies to the cells whose config has KEY")
-    parser.add_argument("--dry-run", action="store_true", help="print the cells and what is already done")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="check what a run checks, then print the cells, what is already done, time and disk")
     parser.add_argument("--executor", default="local", choices=EXECUTORS,
                         help="local: on this machine (default); slurm: one Slurm job per cell, through submitit, "
                              "with the profile's `executor` section (see docs/scale-out.md)")
@@ -123,13 +125,13 @@ def main(args: argparse.Namespace) -> int:
         raise ConfigError("under torchrun every process runs every cell with the others; "
                           "--workers and --executor slurm start processes of their own")
     check_out(args.out, needs_writing=False)
-    if args.dry_run:
-        return _dry_run(cells, configs, args, workers) if distributed.is_main() else 0
     for model_cfg in {json.dumps(c["model"], sort_keys=True): c["model"] for c in configs}.values():
         create_backbone(model_cfg, num_classes=2)  # starting weights missing or unfit: one line, before any cell
     pending = [(c, cfg) for c, cfg in zip(cells, configs) if not is_done(c, cfg, args.out)]
+    check_cells([c for c, _ in pending], [cfg for _, cfg in pending])  # a dry run checks what a run checks
+    if args.dry_run:
+        return _dry_run(cells, configs, args, workers) if distributed.is_main() else 0
     check_out(args.out, needs_writing=bool(pending))
-    check_cells([c for c, _ in pending], [cfg for _, cfg in pending])
     todo, todo_configs = [c for c, _ in pending], [cfg for _, cfg in pending]
     found = _estimate(todo, todo_configs, args, workers) if distributed.is_main() else None
     seconds = dict(zip(todo, found.durations)) if found is not None else None
@@ -201,5 +203,7 @@ def _dry_run(cells: list[Cell], configs: list[dict], args: argparse.Namespace, w
     counts = Counter(s for s, _ in statuses)
     print(f"{len(cells)} cells: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
     todo = [i for i, (status, _) in enumerate(statuses) if status not in ("done", "running")]
+    if todo:
+        print("\n".join(grid_disk([cells[i] for i in todo], [configs[i] for i in todo]).lines(args.out)))
     print(_estimate_line([cells[i] for i in todo], [configs[i] for i in todo], args, workers))
     return 0

@@ -9,7 +9,8 @@ the indices and the augmentations' random draws are those of the whole global ba
 the processes see together are exactly a single-process run's batch."""
 from __future__ import annotations
 
-from typing import Iterator
+from contextlib import contextmanager
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -17,9 +18,29 @@ import torch
 from ..distributed import check_batch_size, shard_rows, world_size
 from .types import PairedArrays
 
-# ImageNet statistics, as timm's ViTs and USB's image pipelines use.
+# The suite's own statistics, ImageNet's: its label-free weights are trained with them
+# (benchmark/init_weights.py), and a model that starts from no weights gets them.
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
+_statistics: list[tuple[float, ...]] = [MEAN, STD]  # what images are normalised with now: `normalised_with`
+
+
+@contextmanager
+def normalised_with(mean: Sequence[float], std: Sequence[float]) -> Iterator[None]:
+    """For the `with` block, images become inputs normalised with `mean` and `std`: a run's, those of the
+    weights its model starts from (`benchmark.models.input_normalisation`). The runner sets them around
+    a cell, so every batch helper and method sees them without passing them along."""
+    before = list(_statistics)
+    _statistics[:] = [tuple(float(v) for v in mean), tuple(float(v) for v in std)]
+    try:
+        yield
+    finally:
+        _statistics[:] = before
+
+
+def normalisation(device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The current (mean, std) as (1, 3, 1, 1) tensors on `device`."""
+    return tuple(torch.tensor(v, device=device).view(1, 3, 1, 1) for v in _statistics)
 
 
 def to_tensor(images: np.ndarray | torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -42,8 +63,7 @@ def _to_device(images: np.ndarray | torch.Tensor, device: torch.device | str) ->
 def _normalise(x: torch.Tensor) -> torch.Tensor:
     """uint8 (N, H, W, 3) on its device -> normalised float (N, 3, H, W), contiguous."""
     x = x.permute(0, 3, 1, 2).contiguous().float().div_(255.0)
-    mean = torch.tensor(MEAN, device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor(STD, device=x.device).view(1, 3, 1, 1)
+    mean, std = normalisation(x.device)
     return x.sub_(mean).div_(std)
 
 

@@ -47,7 +47,9 @@ class ConsistencyAwareMomentumHeredity:
     @torch.no_grad()
     def update(self) -> None:
         self.momentum = self.coefficient(self.consistency)
-        for s, t in zip(self.student.parameters(), self.teacher.parameters()):
-            t.lerp_(s.detach(), 1.0 - self.momentum)
-        for s, t in zip(self.student.buffers(), self.teacher.buffers()):
-            t.copy_(s)
+        # One call over every tensor (a fused kernel on CUDA), each tensor as `lerp_` computes it.
+        torch._foreach_lerp_(list(self.teacher.parameters()), [p.detach() for p in self.student.parameters()],
+                             1.0 - self.momentum)
+        buffers = list(self.teacher.buffers())
+        if buffers:  # the foreach ops refuse empty lists
+            torch._foreach_copy_(buffers, list(self.student.buffers()))

@@ -105,8 +105,10 @@ class SynergisticPretrainer(nn.Module):
     @torch.no_grad()
     def momentum_update(self) -> None:
         m = self.pcfg["consistency"]["momentum"]
-        for p, p_m in self._momentum_pairs():
-            p_m.mul_(m).add_(p.detach(), alpha=1 - m)
+        online, momentum = map(list, zip(*self._momentum_pairs()))
+        # One call over every tensor (a fused kernel on CUDA), each tensor as `mul_(m).add_(...)` computes it.
+        torch._foreach_mul_(momentum, m)
+        torch._foreach_add_(momentum, [p.detach() for p in online], alpha=1 - m)
 
     @torch.no_grad()
     def enqueue(self, feat_w_m: torch.Tensor, feat_n_m: torch.Tensor) -> None:
@@ -119,8 +121,9 @@ class SynergisticPretrainer(nn.Module):
         feat_w_m, feat_n_m = all_gather(feat_w_m), all_gather(feat_n_m)
         size = self.queue_w.shape[1]
         cols = (self.queue_ptr + torch.arange(len(feat_w_m), device=feat_w_m.device)) % size
-        self.queue_w[:, cols] = feat_w_m.t()
-        self.queue_n[:, cols] = feat_n_m.t()
+        # Under autocast the features come in the autocast dtype; the queues stay float32.
+        self.queue_w[:, cols] = feat_w_m.t().to(self.queue_w.dtype)
+        self.queue_n[:, cols] = feat_n_m.t().to(self.queue_n.dtype)
         self.queue_ptr.copy_((self.queue_ptr + len(feat_w_m)) % size)
 
     def forward_consistency(self, feat_w: torch.Tensor, feat_n: torch.Tensor,

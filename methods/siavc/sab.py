@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from benchmark.data.loaders import MEAN, STD
+from benchmark.data.loaders import normalisation
 
 
 def otsu_thresholds(values: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -32,6 +32,15 @@ def otsu_thresholds(values: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Te
     between = torch.where(valid & (n_low > 0) & (n_high > 0), between, torch.full_like(between, -1.0))
     best, arg = between.max(1)
     return values.gather(1, arg[:, None]).squeeze(1), best > 0
+
+
+def _generator_on(device: torch.device, generator: torch.Generator) -> torch.Generator:
+    """`generator` itself where it lives on `device`; elsewhere a generator on `device` seeded from it, so
+    an image-sized draw is made where the images are (no host draw and copy per step) and stays a
+    function of the step's seed."""
+    if generator.device == device:
+        return generator
+    return torch.Generator(device).manual_seed(int(torch.randint(2**63 - 1, (), generator=generator)))
 
 
 class SuperAugmentationBlock:
@@ -61,12 +70,11 @@ class SuperAugmentationBlock:
     def augment(self, x: torch.Tensor, selected: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """x: normalised (n, 3, H, W); the selected images get patch masking, noise and clipping."""
         n, _, h, w = x.shape
-        mean = torch.tensor(MEAN, device=x.device).view(1, 3, 1, 1)
-        std = torch.tensor(STD, device=x.device).view(1, 3, 1, 1)
+        mean, std = normalisation(x.device)
         pixels = (x * std + mean) * 255.0
         keep = (torch.rand(n, 1, h // self.patch, w // self.patch, generator=generator) >= self.mask_prob).to(x.device)
         keep = keep.repeat_interleave(self.patch, 2).repeat_interleave(self.patch, 3)
-        noise = (torch.randn(x.shape, generator=generator) * self.noise_std).to(x.device)
+        noise = torch.randn(x.shape, generator=_generator_on(x.device, generator), device=x.device) * self.noise_std
         heavy = ((pixels * keep + noise).clamp(0.0, 255.0) / 255.0 - mean) / std
         return torch.where(selected[:, None, None, None], heavy, x)
 
