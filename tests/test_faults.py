@@ -29,7 +29,7 @@ pytestmark = pytest.mark.faults
 
 ROOT = Path(__file__).resolve().parent.parent
 # Two cells: FixMatch in single mode (with its RandAugment worker process) and the supervised bound.
-GRID = ["run", "--method", "fixmatch,supervised", "--modes", "single", "--labels", "50", "--profile", "smoke",
+GRID = ["run", "--method", "fixmatch,supervised", "--modes", "single", "--labels", "50", "--profile", "smoke", "--workers", "1",
         "--device", "cpu", "--set", "train.iterations=300", "--set", "train.eval_every=20"]
 CELLS = ["synthetic/fixmatch/single/labels50/seed0", "synthetic/supervised/single/labels50/seed0"]
 KILLS = 5

@@ -112,7 +112,8 @@ def test_the_runner_scales_every_declared_constant_and_records_it():
     scaled = budget.apply(cfg, {"train": 2048})
     assert scaled["method"]["ema_p"] == pytest.approx(1 - 1 / 10)
     assert scaled["train"]["warmup_iterations"] == round(5120 * 2048 / 204800)
-    assert set(scaled["budget"]["scaled"]) == {"method.ema_p", "train.warmup_iterations"}
+    assert set(scaled["budget"]["scaled"]) == {"method.ema_p", "train.warmup_iterations", "train.ema_momentum"}
+    assert scaled["train"]["ema_momentum"] == pytest.approx(1 - 1 / (100 * 2048 / 450))  # a horizon of 100 of 450
     assert cfg["method"]["ema_p"] == 0.999  # the declared config is left as it was
     dash = budget.apply(build_config("quick", "dash", "single", "synthetic", 5, 0), {"train": 2048})
     assert dash["method"]["num_wu_iter"] == round(2048 * 2048 / 204800)

@@ -62,11 +62,11 @@ def test_synthetic_parts_take_their_per_class_counts_and_split_seed_fixes_the_sp
     a = make_split(raw, folder, cfg["data"], 50, 0)
     assert (len(a.labeled) + len(a.val) + len(a.test), len(a.val), len(a.test)) == (6 * (12 + 20 + 30), 120, 180)
     b = make_split(raw, folder, cfg["data"], 50, 1)
-    assert not np.array_equal(a.labeled.index, b.labeled.index)
-    fixed = {**cfg["data"], "split_seed": 0}
-    c = make_split(raw, folder, fixed, 50, 1)  # the partition of seed 0, the labeled subset of seed 1
-    assert np.array_equal(a.test.index, c.test.index) and not np.array_equal(a.labeled.index, c.labeled.index)
-    d = make_split(raw, folder, {**fixed, "labeled_seed": 0}, 50, 1)
+    assert not np.array_equal(a.labeled.index, b.labeled.index)  # seeds draw the labeled subsets ...
+    assert np.array_equal(a.test.index, b.test.index)  # ... of one fixed partition (data.split_seed 0)
+    e = make_split(raw, folder, {**cfg["data"], "split_seed": None}, 50, 1)
+    assert not np.array_equal(a.test.index, e.test.index)  # null: each seed its own partition
+    d = make_split(raw, folder, {**cfg["data"], "labeled_seed": 0}, 50, 1)
     assert np.array_equal(a.labeled.index, d.labeled.index)
 
 

@@ -31,7 +31,8 @@ from ..runtime import DEVICES, available_cores, resolve_device
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--method", default="all", help="all (Table II), ablations, or comma-separated names (see `list`)")
+    parser.add_argument("--method", default="all",
+                        help="all (Table II), ablations, controls (the grid's power), or comma-separated names (see `list`)")
     parser.add_argument("--labels", default="5,10,30,50", help="labeled percentages, e.g. 5,10,30,50")
     parser.add_argument("--dataset", default="synthetic", help=f"comma-separated: {', '.join(DATASETS)}")
     parser.add_argument("--data-root", default=None, help="folder of a real dataset")
