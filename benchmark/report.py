@@ -412,16 +412,17 @@ def health_report(results: pd.DataFrame) -> str:
     """reports/health.md: every collapsed run with its mask rate and pseudo-label accuracy, then those two
     per method and mode, averaged over its runs (`benchmark.health`)."""
     results = results.assign(collapsed=_collapsed_column(results))
-    for column in ("unlabeled_mask_rate", "pseudo_label_acc"):
+    for column in ("unlabeled_mask_rate", "pseudo_label_acc", "pseudo_label_acc_all"):
         if column not in results:
             results[column] = math.nan
     lines = ["# Health of the runs", "",
              "A run is flagged when one class takes more than 80 % of its test predictions. Mask rate: mean "
              "mask weight of the unlabeled samples over the last tenth of the run; pseudo-label accuracy: of "
-             "those samples, weighted by the mask, against the withheld labels (diagnosis only). Empty where "
-             "a method has no mask.", ""]
+             "those samples, weighted by the mask, against the withheld labels (diagnosis only); of all: every "
+             "pseudo-label, masked or not. Empty where a method has no mask.", ""]
     flagged = results[results["collapsed"]].sort_values(["dataset", "method", "mode", "labels", "seed"])
-    keys = ["dataset", "method", "mode", "labels", "seed", "test_top1", "unlabeled_mask_rate", "pseudo_label_acc"]
+    keys = ["dataset", "method", "mode", "labels", "seed", "test_top1", "unlabeled_mask_rate", "pseudo_label_acc",
+            "pseudo_label_acc_all"]
     if flagged.empty:
         lines += [f"No flagged run among {len(results)}.", ""]
     else:
@@ -430,7 +431,8 @@ def health_report(results: pd.DataFrame) -> str:
                            missingval=""), ""]
     per_method = (results.groupby(["dataset", "method", "mode"], sort=False)
                   .agg(runs=("seed", "size"), flagged=("collapsed", "sum"),
-                       mask_rate=("unlabeled_mask_rate", "mean"), pseudo_label_acc=("pseudo_label_acc", "mean"))
+                       mask_rate=("unlabeled_mask_rate", "mean"), pseudo_label_acc=("pseudo_label_acc", "mean"),
+                       pseudo_label_acc_all=("pseudo_label_acc_all", "mean"))
                   .reset_index())
     per_method = per_method[per_method["mask_rate"].notna() | (per_method["flagged"] > 0)]
     if not per_method.empty:

@@ -78,7 +78,7 @@ COLUMNS = [
     "dataset", "method", "mode", "labels", "seed", "profile", "test_top1", "test_top1_last",
     "val_top1_best", "ci95_low", "ci95_high", "n_labeled", "n_unlabeled", "n_val", "n_test",
     "iterations", "wall_s", "device", "peak_rss_mb", "nbi", "data_root", "image_size", "arch", "init",
-    "unlabeled_mask_rate", "pseudo_label_acc", "collapsed", "config_hash", "code_version",
+    "unlabeled_mask_rate", "pseudo_label_acc", "pseudo_label_acc_all", "collapsed", "config_hash", "code_version",
 ]
 
 
