@@ -137,8 +137,8 @@ def test_health_counts_the_last_tenth_of_the_run():
     assert summary["unlabeled_mask_rate"] == pytest.approx(2.5 / 4)
     # mask-weighted: sample 0 right (1.0), sample 1 wrong (1.0), sample 3 right (0.5)
     assert summary["pseudo_label_acc"] == pytest.approx(100 * 1.5 / 2.5, abs=0.01)
-    # unmasked: samples 0 and 3 right, 1 and 2 wrong, in both counted steps
-    assert summary["pseudo_label_acc_all"] == pytest.approx(50.0)
+    # unmasked: samples 0, 2 and 3 right, 1 wrong, in both counted steps
+    assert summary["pseudo_label_acc_all"] == pytest.approx(75.0)
     assert PseudoLabelMonitor(np.zeros(2)).summary() == {"unlabeled_mask_rate": None, "pseudo_label_acc": None,
                                                          "pseudo_label_acc_all": None}
 
