@@ -29,9 +29,16 @@ from .measure import PERF_FILE, read_record
 from .runner import Cell
 
 
+# Images per class of the official archives (Kvasir v1 and v2, the six classes Table II uses): their splits'
+# sizes before any folder is at hand, e.g. for the paper grid's cost on a GPU with no dataset yet.
+OFFICIAL_PER_CLASS = {"kvasir": 500, "kvasir-v2": 1000}
+
+
 def _dataset_labels(data_cfg: dict) -> np.ndarray | None:
-    """Labels of a dataset without decoding it: from its cache, or (synthetic) from its fixed order;
-    None when neither is available."""
+    """Labels of a dataset without decoding it: from its cache, (synthetic) from its fixed order, or
+    (Kvasir without a folder) from the official archive's counts; None when none is available."""
+    if data_cfg["name"] in OFFICIAL_PER_CLASS and not data_cfg.get("root"):
+        return np.repeat(np.arange(6, dtype=np.int64), OFFICIAL_PER_CLASS[data_cfg["name"]])
     try:
         key = dataset_key(data_cfg)
     except BenchmarkError:

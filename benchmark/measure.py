@@ -27,6 +27,7 @@ import os
 import statistics
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -204,6 +205,7 @@ class LoopFigures:
     images: int = 0  # image passes per step
     iterations: int = 0  # of the measured (shortened) run
     bare_loop: BareLoop | None = None
+    dtypes: set[str] = field(default_factory=set)  # of its linear layers' outputs in the recorded step
 
     def summary(self) -> dict:
         ours_s, bare_s = self.ours.step_s(), self.bare.step_s()
@@ -224,12 +226,15 @@ class Interleaver:
     def __init__(self, skip: int, lr: float, amp: bool, device: torch.device):
         self.skip, self.lr, self.amp, self.device = skip, lr, amp, device
         self.loops: dict[str, LoopFigures] = {}
+        self.syncs = SyncCounter(device)  # on CUDA: host syncs inside ours' timed steps
         self.steps_s = 0.0  # wall time of every step of ours, timed or not
         self.hook_s = 0.0
         self._recorder: CallRecorder | None = None
+        self._dtypes: DtypeRecorder | None = None
         self._last: Stamp | None = None
 
     def __call__(self, loop: str, done: int, total: int) -> None:
+        self.syncs.pause(loop)
         entered = _now(self.device)
         figures = self.loops.setdefault(loop, LoopFigures())
         figures.iterations = total
@@ -239,6 +244,8 @@ class Interleaver:
                 figures.ours.add(self._last, entered)
         if done == self.skip and self._recorder is not None:
             self._recorder.__exit__(None, None, None)
+            self._dtypes.__exit__(None, None, None)
+            figures.dtypes = self._dtypes.dtypes
             figures.bare_loop = BareLoop(self._recorder.calls, self.lr, self.amp, self.device)
             figures.images = figures.bare_loop.images()
             self._recorder = None
@@ -250,8 +257,57 @@ class Interleaver:
             figures.bare.add(start, _now(self.device))
         if done == self.skip - 1:
             self._recorder = CallRecorder().__enter__()
+            self._dtypes = DtypeRecorder().__enter__()
         self._last = _now(self.device)
         self.hook_s += self._last[0] - entered[0]
+        if done >= self.skip:
+            self.syncs.resume(loop)
+
+
+class SyncCounter:
+    """On CUDA, the host syncs a training step makes (`torch.cuda.set_sync_debug_mode`: each synchronizing
+    call warns while it is on): counted only inside ours' timed steps, between two calls of the hook."""
+
+    def __init__(self, device: torch.device):
+        self.enabled = device.type == "cuda"
+        self.counts: dict[str, int] = {}
+        self._caught: list | None = None
+        self._context = None
+
+    def resume(self, loop: str) -> None:
+        if not self.enabled:
+            return
+        self.counts.setdefault(loop, 0)
+        self._context = warnings.catch_warnings(record=True)
+        self._caught = self._context.__enter__()
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+
+    def pause(self, loop: str) -> None:
+        if self._context is None:
+            return
+        torch.cuda.set_sync_debug_mode("default")
+        self.counts[loop] += sum("synchroniz" in str(w.message) for w in self._caught)
+        self._context.__exit__(None, None, None)
+        self._context = self._caught = None
+
+
+class DtypeRecorder:
+    """The dtypes of every nn.Linear output while active: what autocast really computes in."""
+
+    def __init__(self):
+        self.dtypes: set[str] = set()
+
+    def __enter__(self) -> "DtypeRecorder":
+        self._handle = register_module_forward_hook(self._record)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._handle.remove()
+
+    def _record(self, module: nn.Module, args: tuple, output: Any) -> None:
+        if isinstance(module, nn.Linear) and isinstance(output, torch.Tensor):
+            self.dtypes.add(str(output.dtype).removeprefix("torch."))
 
 
 @dataclass
@@ -261,10 +317,12 @@ class MethodFigures:
     setup_s: float  # building the method and finishing the run, beyond steps and evaluation
     eval_img_s: float  # validation/test images per second through the trained predictor
     extras: dict[str, float]  # once-per-run costs a stage declares (`Stage.extra`), e.g. MICS's dictionary_s
+    device: dict  # what the device did: linear layers' output dtypes, CUDA's peak memory and host syncs per step
 
     def summary(self) -> dict:
         main = list(self.loops.values())[-1]  # the loop that trains the evaluated model
         return {**main.summary(), "setup_s": self.setup_s, "eval_img_s": self.eval_img_s, **self.extras,
+                "device_path": self.device,
                 "loops": {name: {**f.summary(), "iterations_measured": f.iterations} for name, f in self.loops.items()}}
 
 
@@ -292,9 +350,16 @@ def measure_method(name: str, mode: str, cfg: dict, split: SemiSupervisedSplit, 
     ctx = RunContext(device=device, seed=SEED, run_dir=folder, cache_dir=folder / "cache", amp=amp,
                      compile=bool(cfg["runtime"]["compile"]), progress=hook)
     seed_everything(SEED)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     start = time.perf_counter()
     trained = spec.train(split, run_cfg, ctx)
     train_s = time.perf_counter() - start
+    path = {"amp": amp, "linear_dtypes": sorted(set().union(*(f.dtypes for f in hook.loops.values())))}
+    if device.type == "cuda":
+        path["peak_memory_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+        path["host_syncs_per_step"] = {loop: round(n / max(1, len(hook.loops[loop].ours.wall)), 2)
+                                       for loop, n in hook.syncs.counts.items()}
     for loop, figures in hook.loops.items():
         if not figures.ours.wall or not figures.bare.wall:
             raise RuntimeError(f"{name}/{mode}: loop '{loop}' ran {figures.iterations} steps, none timed")
@@ -306,7 +371,7 @@ def measure_method(name: str, mode: str, cfg: dict, split: SemiSupervisedSplit, 
     extras = {stage.extra: trained.info[stage.loop][stage.extra] for stage in spec.cost.stages
               if stage.extra is not None and stage.extra in trained.info.get(stage.loop, {})}
     setup_s = max(0.0, train_s - hook.steps_s - hook.hook_s - eval_s - sum(extras.values()))
-    return MethodFigures(f"{name}/{mode}", hook.loops, setup_s, len(split.val) / eval_s, extras)
+    return MethodFigures(f"{name}/{mode}", hook.loops, setup_s, len(split.val) / eval_s, extras, path)
 
 
 # -------------------------------------------------------------------------------------- loader
@@ -493,9 +558,14 @@ def split_for(cfg: dict, labels: float) -> SemiSupervisedSplit:
 
 def method_line(key: str, f: dict) -> str:
     ms = {k: 1000 * f[k] for k in ("ours_step_s", "ours_cpu_step_s", "bare_step_s", "bare_cpu_step_s")}
+    path = f["device_path"]
+    device = f"  {'amp' if path['amp'] else 'fp32'} {'/'.join(path['linear_dtypes'])}"
+    if "peak_memory_mb" in path:
+        syncs = max(path["host_syncs_per_step"].values(), default=0)
+        device += f", peak {path['peak_memory_mb']:.0f} MB, {syncs:g} host syncs/step"
     return (f"{key:<22} ours {f['ours_img_s']:7.0f} img/s  bare {f['bare_img_s']:7.0f} img/s  "
             f"ratio {f['overhead_ratio']:5.2f}   step {ms['ours_step_s']:6.1f} ms (cpu {ms['ours_cpu_step_s']:6.1f}) "
-            f"vs {ms['bare_step_s']:6.1f} ms (cpu {ms['bare_cpu_step_s']:6.1f})  {f['images_per_step']} img/step")
+            f"vs {ms['bare_step_s']:6.1f} ms (cpu {ms['bare_cpu_step_s']:6.1f})  {f['images_per_step']} img/step{device}")
 
 
 def loader_line(mode: str, loader: dict) -> str:

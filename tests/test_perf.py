@@ -160,3 +160,31 @@ def test_a_grid_leaves_its_costs_and_the_next_run_estimates_from_them(tmp_path: 
     line = capsys.readouterr().out.strip().splitlines()[-1]
     assert line.startswith("estimated wall time:") and "for 1 cells on 1 worker" in line
     assert "this machine's costs" in line and "approximate for supervised/single" in line  # 30 %: from 10 or 50 %
+
+
+# -- the GPU check (scripts/gpu_check.sh), in its CPU form ---------------------------------------------------
+def test_the_gpu_check_runs_on_the_cpu_and_estimates_the_paper_grids(tmp_path: Path, capsys) -> None:
+    """What scripts/gpu_check.sh runs without a GPU: the measurement at smoke size, every method's device
+    path, and the estimates of Table II and Tables III-IV on Kvasir-v2's official sizes with no folder."""
+    code = main(["perf", "--profile", "smoke", "--device", "cpu", "--threads", "1", "--method", "supervised,mics",
+                 "--estimate-dataset", "kvasir-v2", "--steps", STEPS, "--reports", str(tmp_path)])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "CUDA path: not checked on the CPU" in out and "fp32 float32" in out
+    rec = json.loads((tmp_path / "perf.json").read_text())
+    assert set(rec["grids"]) == {"all", "ablations"}
+    assert "--dataset kvasir-v2" in rec["grids"]["all"]["command"] and rec["grids"]["ablations"]["cells"] > 0
+    assert rec["methods"]["mics/fused"]["device_path"] == {"amp": False, "linear_dtypes": ["float32"]}
+
+
+def test_the_cuda_path_check_names_what_is_off() -> None:
+    from benchmark.commands.perf import cuda_path_problems
+
+    good = {"amp": True, "linear_dtypes": ["bfloat16", "float32"], "host_syncs_per_step": {"train": 0}}
+    record = {"methods": {"a/single": {"device_path": good},
+                          "b/single": {"device_path": {**good, "linear_dtypes": ["float32"]}},
+                          "c/fused": {"device_path": {**good, "host_syncs_per_step": {"finetune": 2.0}}}},
+              "loader": {"modes": {"single": {"img_s": 100.0, "consumed_img_s": 400.0}}}}
+    problems = cuda_path_problems(record)
+    assert len(problems) == 3 and problems[0].startswith("b/single: AMP is on")
+    assert "2 host syncs per finetune step" in problems[1] and problems[2].startswith("loader single")

@@ -37,6 +37,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="torch CPU threads (default: the profile's runtime.threads); on a machine shared with "
                              "other jobs, 1 gives figures that do not depend on their load (docs/perf.md)")
     parser.add_argument("--reports", default="reports", type=Path, help="folder of perf.json")
+    parser.add_argument("--estimate-dataset", default=None,
+                        help="the dataset whose grid the estimate is for (default: the measured one), e.g. kvasir-v2 "
+                             "measured on synthetic images: the official archive's sizes are used without a folder")
 
 
 def _pairs(method: str, modes: str | None) -> list[tuple[str, str]]:
@@ -60,8 +63,10 @@ def main(args: argparse.Namespace) -> int:
         raise ConfigError(f"bad --threads {args.threads}; expected 1 or more")
     pairs = _pairs(args.method, args.modes)
     dataset = args.dataset or load_profile(args.profile)["data"]["name"]
-    if dataset not in DATASETS:
-        raise unknown_name("dataset", dataset, DATASETS)
+    target = args.estimate_dataset or dataset
+    for name in (dataset, target):
+        if name not in DATASETS:
+            raise unknown_name("dataset", name, DATASETS)
     overrides = parse_overrides(args.overrides)
     configs = measured_configs(args.profile, pairs, dataset, args.data_root, args.nbi, overrides)
     dataset_key(configs[SUPERVISED][0]["data"])  # a missing or unreadable folder ends here, before any measurement
@@ -72,20 +77,46 @@ def main(args: argparse.Namespace) -> int:
           f"steps each (ours and bare alternating)")
     record = measure(args.profile, pairs, configs, device, args.steps)
 
-    cells = expand_grid("all", GRID_LABELS, dataset)
-    estimate = estimate_grid(cells, cell_configs(cells, args.profile, overrides, args.data_root, args.nbi), record)
-    record["grid_estimate_s"] = estimate.seconds
-    command = f"run --method all --labels {GRID_LABELS} --dataset {dataset} --profile {args.profile}"
-    for option, value in (("--data-root", args.data_root), ("--nbi", args.nbi)):
-        command += f" {option} {value}" if value else ""
-    command += "".join(f" --set {pair}" for pair in args.overrides or [])
-    record["grid"] = {"command": command, "cells": estimate.cells, "per_method_s": estimate.per_method,
-                      "unmeasured": sorted(set(estimate.unmeasured))}
+    root = args.data_root if target == dataset else None
+    for group in ("all", "ablations"):
+        cells = expand_grid(group, GRID_LABELS, target)
+        estimate = estimate_grid(cells, cell_configs(cells, args.profile, overrides, root, args.nbi), record)
+        command = f"run --method {group} --labels {GRID_LABELS} --dataset {target} --profile {args.profile}"
+        for option, value in (("--data-root", root), ("--nbi", args.nbi)):
+            command += f" {option} {value}" if value else ""
+        command += "".join(f" --set {pair}" for pair in args.overrides or [])
+        record.setdefault("grids", {})[group] = {"command": command, "seconds": estimate.seconds, "cells": estimate.cells,
+                                                 "per_method_s": estimate.per_method,
+                                                 "unmeasured": sorted(set(estimate.unmeasured)), "line": estimate.line()}
+    record["grid_estimate_s"] = record["grids"]["all"]["seconds"]
+    record["grid"] = record["grids"]["all"]
     print(f"peak resident memory of this process: {record['peak_rss_mb']:.0f} MB "
           f"(every method's steps and evaluation, MICS's stages: at least one run's peak)")
     print(f"runner overhead per cell: {record['cell_overhead_s']:.2f} s; "
           f"start-up and imports: {record['fixed_s']:.1f} s")
-    print(f"grid `{record['grid']['command']}`: {estimate.line()}")
+    for grid in record["grids"].values():
+        print(f"grid `{grid['command']}`: {grid['line']}")
     print(f"load average before / after: {record['load_avg_before']} / {record['load_avg_after']}")
     print(f"wrote {write_record(record, args.reports)}")
-    return 0
+    problems = cuda_path_problems(record) if device.type == "cuda" else []
+    print("CUDA path: " + ("; ".join(problems) if problems else "as expected (autocast in half precision, no host "
+                           "sync in a training step, the loader ahead of training)") if device.type == "cuda"
+          else "CUDA path: not checked on the CPU")
+    return 1 if problems else 0
+
+
+def cuda_path_problems(record: dict) -> list[str]:
+    """What a CUDA measurement shows of a path that is not the one meant: autocast not computing in half
+    precision, a host sync inside a training step, a loader slower than training consumes."""
+    problems = []
+    for key, f in record["methods"].items():
+        path = f["device_path"]
+        if path["amp"] and not {"float16", "bfloat16"} & set(path["linear_dtypes"]):
+            problems.append(f"{key}: AMP is on but its linear layers computed in {'/'.join(path['linear_dtypes'])}")
+        for loop, syncs in path.get("host_syncs_per_step", {}).items():
+            if syncs > 0:
+                problems.append(f"{key}: {syncs:g} host syncs per {loop} step")
+    for mode, loader in record.get("loader", {}).get("modes", {}).items():
+        if loader["consumed_img_s"] and loader["img_s"] < loader["consumed_img_s"]:
+            problems.append(f"loader {mode}: {loader['img_s']:.0f} img/s for {loader['consumed_img_s']:.0f} consumed")
+    return problems

@@ -143,7 +143,7 @@ def pretrain_key(cfg: dict, seed: int) -> dict:
     """What a pre-training checkpoint is computed from, beyond the training pairs' count and classes (which
     `cfg["data"]` fixes): cells with equal keys share one checkpoint."""
     settings = cfg["method"]
-    return {"version": CACHE_VERSION, "data": cfg["data"], "arrays": dataset_key(cfg["data"]), "model": cfg["model"],
+    return {"version": CACHE_VERSION, "data": cfg["data"], "model": cfg["model"],
             "init": init_fingerprint(cfg["model"]), "pretrain": settings["pretrain"],
             "dictionary": settings["dictionary"], "seed": seed}
 
@@ -153,7 +153,9 @@ def _pretrain(data, cfg: dict, ctx: RunContext, num_classes: int | None = None) 
     settings = cfg["method"]
     _check(settings)
     wli, nbi, num_classes = _training_pairs(data, num_classes)
-    key = {**pretrain_key(cfg, ctx.seed), "num_classes": num_classes, "num_pairs": len(wli)}
+    # the arrays' own key too: a new NBI simulation is a new pre-training
+    key = {**pretrain_key(cfg, ctx.seed), "arrays": dataset_key(cfg["data"]), "num_classes": num_classes,
+           "num_pairs": len(wli)}
     folder = Path(ctx.cache_dir) / "mics-pretrain" / stable_hash(key)
     path = folder / "pretrained.pt"
     # A second process asking for the same checkpoint waits at the lock; under torchrun rank 0 holds it for
