@@ -507,7 +507,7 @@ def _train_and_evaluate(cell: Cell, cfg: dict, out: Path, device: str, show_prog
 
         batch = int(cfg["train"]["eval_batch_size"])
         best_logits = predict_logits(trained.best, split.test, dev, batch)
-        last_logits = predict_logits(trained.last, split.test, dev, batch)
+        last_logits = best_logits if trained.last is trained.best else predict_logits(trained.last, split.test, dev, batch)
         correct = (best_logits.argmax(1).numpy() == split.test.labels)
         _save_outputs(folder, trained, split, best_logits, dev, batch, bool(cfg["runtime"]["save_model"]))
     wall = time.perf_counter() - start

@@ -43,7 +43,7 @@ class SyntheticConfig(Section):
 
     train_per_class: int = Field(100, ge=1, description="training scenes per class (6 classes): few enough that every "
                                                          "label counts, so full supervision is the ceiling")
-    val_per_class: int = Field(250, ge=1, description="validation scenes per class")
+    val_per_class: int = Field(170, ge=1, description="validation scenes per class (1,020 images)")
     test_per_class: int = Field(500, ge=1, description="test scenes per class: 3,000 images, a binomial "
                                                         "standard deviation of at most 0.9 points")
     seed: int = Field(0, ge=0, description="seed of the scenes; run seeds change the split, not the images")
@@ -131,7 +131,7 @@ class TrainConfig(Section):
     iterations: int = Field(450, ge=1, description="training steps (quick: the budget of the grid on 2 cores)")
     batch_size: int = Field(32, ge=1, description="labeled images per step")
     uratio: int = Field(1, ge=1, description="unlabeled images per labeled image")
-    eval_every: int = Field(75, ge=1, description="steps between validations (and one after the last)")
+    eval_every: int = Field(150, ge=1, description="steps between validations (and one after the last)")
     eval_batch_size: int = Field(256, ge=1, description="images per batch when evaluating")
     optimizer: Literal["adamw", "sgd"] = Field("adamw", description="optimizer")
     momentum: float = Field(0.9, ge=0.0, lt=1.0, description="SGD's momentum (optimizer sgd only)")

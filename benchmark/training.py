@@ -107,7 +107,22 @@ def atomic_save(obj, path: Path) -> None:
     """`torch.save` through `atomic_write`, into a file object: a full disk is then an OSError that
     names its cause (torch reports a failed write to a path as a bare RuntimeError)."""
     with atomic_write(path) as tmp, open(tmp, "wb") as f:
-        torch.save(obj, f)
+        try:
+            torch.save(obj, f)
+        except RuntimeError as err:  # torch's zip writer can mask the OSError with its own error
+            cause = _os_error_in(err)
+            if cause is None:
+                raise
+            raise cause from None
+
+
+def _os_error_in(err: BaseException) -> OSError | None:
+    """The OSError that `err` was raised while handling, if any."""
+    while err is not None:
+        if isinstance(err, OSError):
+            return err
+        err = err.__cause__ or err.__context__
+    return None
 
 
 def _rng_state() -> dict:
@@ -211,6 +226,7 @@ class TrainingLoop:
         self.path = Path(ctx.run_dir) / f"{name}_checkpoint.pt"
         self.best_state: dict | None = None
         self.best_val = -1.0
+        self.best_step = -1
         self.start = 0
         if ctx.on_loop is not None:
             ctx.on_loop(self)
@@ -224,7 +240,7 @@ class TrainingLoop:
             "step": step, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
             "ema": self.ema.state_dict() if self.ema is not None else None,
-            "best_state": self.best_state, "best_val": self.best_val, "rng": _rng_state(),
+            "best_state": self.best_state, "best_val": self.best_val, "best_step": self.best_step, "rng": _rng_state(),
             "extra": self.extra_state() if self.extra_state else None,
             "health": self.ctx.health.state_dict() if self.ctx.health is not None else None,
         }
@@ -249,6 +265,7 @@ class TrainingLoop:
         if self.ema is not None:
             self.ema.load_state_dict(state["ema"])
         self.best_state, self.best_val, self.start = state["best_state"], state["best_val"], state["step"]
+        self.best_step = state.get("best_step", -1)  # checkpoints written before it was kept
         _set_rng_state(state["rng"])
         if self.load_extra_state and state["extra"] is not None:  # a method's buffers, e.g. USB hooks'
             self.load_extra_state(_to_device(state["extra"], self.ctx.device))
@@ -263,7 +280,7 @@ class TrainingLoop:
         acc = top1(self.eval_model, self.val, self.ctx.device, int(self.cfg.get("eval_batch_size", 256)))
         self.ctx.log(step, {f"{self.name}/val_top1": acc})
         if acc > self.best_val:
-            self.best_val = acc
+            self.best_val, self.best_step = acc, step
             self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in self.eval_model.state_dict().items()}
 
     def run(self, step_fn: StepFn) -> Trained:
@@ -310,9 +327,12 @@ class TrainingLoop:
         return [p for group in self.optimizer.param_groups for p in group["params"]]
 
     def _finish(self) -> Trained:
+        """The selected and the last model; one object when the last evaluation selected it (the runner then
+        tests it once)."""
         last = self.eval_model
-        best = copy.deepcopy(last)
-        if self.best_state is not None:
+        best = last
+        if self.best_state is not None and self.best_step != self.iterations:
+            best = copy.deepcopy(last)
             best.load_state_dict(self.best_state)
         best.eval()
         last.eval()
