@@ -22,6 +22,7 @@ import methods
 from . import budget
 from .contract import RunContext
 from .data import load_dataset, make_split
+from .health import PseudoLabelMonitor
 from .models import input_normalisation
 from .runner import Cell
 
@@ -64,6 +65,7 @@ def probe_loops(cell: Cell, cfg: dict) -> list[LoopSize]:
     cfg = budget.apply(cfg, spec.stage_iterations(cfg, split.sizes()))
     cfg["model"].update(input_normalisation(cfg["model"]))
     cfg["train"]["probe_head"] = False  # a head's starting values need arithmetic, and change no size
+    health = PseudoLabelMonitor(raw.labels[split.unlabeled.index])  # as the runner's: the controls read it
     loops: list = []
 
     def stop(loop: str, done: int, total: int) -> None:
@@ -72,7 +74,7 @@ def probe_loops(cell: Cell, cfg: dict) -> list[LoopSize]:
     with tempfile.TemporaryDirectory() as tmp, torch.device("meta"), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # loading weights into meta tensors warns that it copies nothing
         ctx = RunContext(device=torch.device("meta"), seed=cell.seed, run_dir=Path(tmp), cache_dir=Path(tmp),
-                         progress=stop, on_loop=loops.append)
+                         progress=stop, on_loop=loops.append, health=health)
         try:
             spec.train(split, cfg, ctx)
         except _Stop:

@@ -142,6 +142,8 @@ def test_the_positive_control_learns_from_the_true_labels_of_its_own_images(tmp_
             "--modes", "single",
             "--labels", "10", "--workers", "1", "--out", str(out), "--reports", str(tmp_path / "rep"),
             "--set", "method.p_cutoff=0.0"]  # every pseudo-label used
+    assert main([*args, "--dry-run"]) == 0  # sizing the controls' loops gives them their withheld labels too
+    assert not out.exists()
     assert main(args) == 0
     records = {m: json.loads((out / "runs/synthetic" / m / "single/labels10/seed0/result.json").read_text())
                for m in ("positive_control", "negative_control")}
