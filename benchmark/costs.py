@@ -33,8 +33,9 @@ from .runner import Cell
 from .runtime import configure_threads
 
 COSTS_FILE = "cell_costs.json"
-CALIBRATION_STEPS = 7  # at least; the first two are not counted (allocation, first calls)
-CALIBRATION_S = 1.0
+CALIBRATION_STEPS = 7  # at least, per round; the first two steps are not counted (allocation, first calls)
+CALIBRATION_S = 0.4  # at least, per round
+CALIBRATION_ROUNDS = 5
 
 
 def cost_settings(cfg: dict) -> dict:
@@ -65,9 +66,12 @@ def _sync(device: torch.device) -> None:
 
 
 def calibration_s(cfg: dict, device: torch.device) -> float:
-    """Median wall seconds of one training step of the profile's backbone (random weights, random images,
+    """Wall seconds of one training step of the profile's backbone (random weights, random images,
     `train.batch_size` of them at most 32, forward, backward and AdamW) on `device`, with a cell's
-    `runtime.threads`: how fast a cell runs on this machine now. Steps repeat for at least CALIBRATION_S."""
+    `runtime.threads`: how fast a cell runs on this machine now. The least of CALIBRATION_ROUNDS round
+    medians, each round at least CALIBRATION_S: one median over a single second moved by up to a quarter
+    between two measurements on the same idle machine (a burst of another process, a descheduled
+    thread), and such a burst slows one round, not all (docs/perf.md)."""
     from .models import create_backbone
 
     threads = torch.get_num_threads()
@@ -80,19 +84,22 @@ def calibration_s(cfg: dict, device: torch.device) -> float:
             optimizer = torch.optim.AdamW(model.parameters())
             x = torch.randn(min(32, int(cfg["train"]["batch_size"])), 3, size, size, device=device)
             y = torch.zeros(len(x), dtype=torch.long, device=device)
-            times: list[float] = []
-            began = time.perf_counter()
-            while len(times) < CALIBRATION_STEPS or time.perf_counter() - began < CALIBRATION_S:
-                _sync(device)
-                start = time.perf_counter()
-                with torch.enable_grad():
-                    loss = torch.nn.functional.cross_entropy(model(x), y)
-                    optimizer.zero_grad()
-                    loss.backward()
-                optimizer.step()
-                _sync(device)
-                times.append(time.perf_counter() - start)
-        return statistics.median(times[2:])
+            medians: list[float] = []
+            for _ in range(CALIBRATION_ROUNDS):
+                times: list[float] = []
+                began = time.perf_counter()
+                while len(times) < CALIBRATION_STEPS or time.perf_counter() - began < CALIBRATION_S:
+                    _sync(device)
+                    start = time.perf_counter()
+                    with torch.enable_grad():
+                        loss = torch.nn.functional.cross_entropy(model(x), y)
+                        optimizer.zero_grad()
+                        loss.backward()
+                    optimizer.step()
+                    _sync(device)
+                    times.append(time.perf_counter() - start)
+                medians.append(statistics.median(times[2:]))
+        return min(medians)
     finally:
         torch.set_num_threads(threads)
 

@@ -162,6 +162,22 @@ def test_a_grid_leaves_its_costs_and_the_next_run_estimates_from_them(tmp_path: 
     assert "this machine's costs" in line and "approximate for supervised/single" in line  # 30 %: from 10 or 50 %
 
 
+def test_the_shipped_quick_costs_fit_the_readme_grid() -> None:
+    """A fresh clone estimates the README's command from `cell_costs_quick.json`: the file must have the quick
+    profile's settings and budget (else it is silently not used) and a cost for every cell of that grid. A change
+    to the quick profile's data, model or budget fails here until the file is measured again."""
+    from benchmark.costs import _budget, _key, cost_settings, load_costs, shipped_costs
+    from benchmark.runner import cell_configs, expand_grid
+
+    shipped = json.loads(shipped_costs("quick").read_text())
+    cells = expand_grid("all", "5,10,30,50", "synthetic")
+    configs = cell_configs(cells, "quick", None, None, None)
+    assert shipped["settings"] == json.loads(json.dumps(cost_settings(configs[0])))
+    assert shipped["budget"] == _budget(configs[0]) and shipped["calibration_s"] > 0
+    assert {_key(c.method, c.mode, c.labels) for c in cells} <= set(shipped["cells"])
+    assert load_costs(Path("/nonexistent"), configs[0])[1].startswith("the shipped costs")
+
+
 # -- the GPU check (scripts/gpu_check.sh), in its CPU form ---------------------------------------------------
 def test_the_gpu_check_runs_on_the_cpu_and_estimates_the_paper_grids(tmp_path: Path, capsys) -> None:
     """What scripts/gpu_check.sh runs without a GPU: the measurement at smoke size, every method's device
