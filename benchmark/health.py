@@ -8,7 +8,7 @@
 - the same accuracy over every pseudo-label, masked or not (`pseudo_label_acc_all`): beside the first it
   shows what the mask selects. A collapsed model's pseudo-labels are all one class, right for a sixth of
   the images; a mask that keeps mostly other classes' images puts the first figure far below that
-  (docs/protocol.md §8: FreeMatch multi);
+  (docs/protocol.md §3: FreeMatch multi);
 - collapsed: one class takes more than 80 % of the test predictions.
 
 A method reports its pseudo-labels by returning `"pseudo_labels": (idx, mask, pseudo)` from its training

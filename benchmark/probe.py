@@ -3,8 +3,8 @@
 Why. Fine-tuning a pre-trained backbone under a random head distorts its features: the first gradients
 that reach the backbone come from a classifier that knows nothing yet (Kumar et al., "Fine-Tuning can Distort
 Pretrained Features and Underperform Out-of-Distribution", ICLR 2022: LP-FT). On the quick profile the
-supervised bound gains 15 to 20 points at 50 % labels from a probed head and its spread over seeds falls
-from 5-9 to 1-3 points (docs/protocol.md §8). Every method fits each of its classifier heads this way, on
+supervised bounds gain 18-19 points from a probed head, at 50 % labels and with every label (docs/protocol.md
+§5, rows c1 and P150). Every method fits each of its classifier heads this way, on
 the features that head reads, before its training starts: the same starting rule for all, as the
 backbone weights are.
 

@@ -39,7 +39,7 @@ class Section(BaseModel):
 
 class SyntheticConfig(Section):
     """The embedded dataset's size, as scenes per class in each part: more validation and test scenes make
-    the evaluation less noisy at no training cost (docs/protocol.md §8)."""
+    the evaluation less noisy at no training cost (docs/protocol.md §5)."""
 
     train_per_class: int = Field(100, ge=1, description="training scenes per class (6 classes): few enough that every "
                                                          "label counts, so full supervision is the ceiling")
@@ -61,7 +61,7 @@ class DataConfig(Section):
     split_seed: int | None = Field(0, ge=0, description="seed of the train / val / test partition, fixed as in USB's "
                                                         "benchmarks (seeds draw the labeled subsets); null: the run's seed")
     labeled_seed: int | None = Field(None, ge=0, description="seed of the labeled subsets; null: the run's seed "
-                                                             "(fixed: the noise decomposition, docs/protocol.md §8)")
+                                                             "(fixed: the noise decomposition, docs/protocol.md §5)")
     include_labeled_in_unlabeled: bool = Field(
         True, description="the labeled images are unlabeled images too (USB's include_lb_to_ulb, its default)")
 
