@@ -15,6 +15,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+import torch
 
 import methods
 from methods.registry import REFERENCE, Sizes
@@ -25,7 +26,7 @@ from .data.cache import cache_root, key_of
 from .data.splits import labeled_indices, split_indices
 from .data.synthetic import synthetic_labels
 from .errors import BenchmarkError
-from .measure import PERF_FILE, read_record
+from .measure import PERF_FILE, read_record, step_settings
 from .runner import Cell
 
 
@@ -155,14 +156,24 @@ def estimate_grid(cells: list[Cell], configs: list[dict], record: dict) -> GridE
     return GridEstimate(total, len(cells) - len(unmeasured), per_method, unmeasured, approximate)
 
 
-def dry_run_estimate(cells: list[Cell], configs: list[dict], reports: Path) -> str:
-    """The line `run --dry-run` prints: the estimate for `cells` from the last `perf` of their profile."""
+def dry_run_estimate(cells: list[Cell], configs: list[dict], reports: Path, device: torch.device | None) -> str:
+    """The line `run --dry-run` prints: the estimate for `cells` from the last `perf` of their profile, when
+    that `perf` measured on this kind of device with these step settings (a step timed on the CPU at batch 2
+    says nothing of a CUDA grid at batch 64)."""
     if not cells:
         return "estimated wall time: 0 s, nothing to run"
     record = read_record(reports)
     profiles = {cfg["profile"] for cfg in configs}
+    which = ", ".join(sorted(profiles))
+    again = f"(python -m benchmark perf --profile {which} with the grid's device and --set values)"
     if record is None or profiles != {record["profile"]}:
-        which = ", ".join(sorted(profiles))
-        return (f"estimated wall time: unknown, no measurement of profile {which} in {Path(reports) / PERF_FILE} "
-                f"(python -m benchmark perf --profile {which})")
+        return f"estimated wall time: unknown, no measurement of profile {which} in {Path(reports) / PERF_FILE} {again}"
+    measured_on = torch.device(record["device"]).type
+    if measured_on != device.type:
+        return f"estimated wall time: unknown, `perf` measured profile {which} on {measured_on}, this grid runs on {device.type} {again}"
+    wanted = json.loads(json.dumps(step_settings(configs[0])))
+    if record.get("settings") != wanted:
+        differ = sorted(k for k in wanted if (record.get("settings") or {}).get(k) != wanted[k])
+        return (f"estimated wall time: unknown, `perf` measured profile {which} with other {', '.join(differ)} "
+                f"than this grid's {again}")
     return estimate_grid(cells, configs, record).line() + f" (figures of `perf` at {record['measured_at']})"

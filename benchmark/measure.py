@@ -479,6 +479,12 @@ def stage_figures(name: str, figures: dict) -> dict:
     return out
 
 
+def step_settings(cfg: dict) -> dict:
+    """What a measured step time depends on beyond the method: the input size, the backbone and the batch."""
+    return {"image_size": cfg["data"]["image_size"], "arch": cfg["model"]["arch"], "kwargs": cfg["model"]["kwargs"],
+            "batch_size": cfg["train"]["batch_size"], "uratio": cfg["train"]["uratio"]}
+
+
 def measure(profile: str, pairs: list[Pair], configs: dict[Pair, tuple[dict, float]], device: torch.device,
             steps: int, log=print) -> dict:
     """Every figure of `perf` but the grid estimate, for the (method, mode) `pairs` of `profile`, each with
@@ -492,7 +498,7 @@ def measure(profile: str, pairs: list[Pair], configs: dict[Pair, tuple[dict, flo
     record: dict = {"profile": profile, "device": str(device), "threads": torch.get_num_threads(),
                     "cpus": os.cpu_count(), "torch": torch.__version__, "code_version": code_version(),
                     "dataset": configs[SUPERVISED][0]["data"]["name"], "steps": steps, "load_avg_before": load_average(),
-                    "fixed_s": fixed_s, "methods": {}}
+                    "fixed_s": fixed_s, "settings": step_settings(configs[SUPERVISED][0]), "methods": {}}
     splits: dict[float, SemiSupervisedSplit] = {}
     train_cfgs: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="mics-bench-perf-") as tmp:

@@ -162,6 +162,25 @@ def test_a_grid_leaves_its_costs_and_the_next_run_estimates_from_them(tmp_path: 
     assert "this machine's costs" in line and "approximate for supervised/single" in line  # 30 %: from 10 or 50 %
 
 
+def test_a_perf_estimate_is_used_only_for_the_device_and_step_settings_it_measured(tmp_path: Path, capsys) -> None:
+    """Without cell costs, `--dry-run` falls back on `perf`'s figures: only for the kind of device and the input
+    size, backbone and batch they were measured with; otherwise it says unknown and why."""
+    assert main(["perf", "--profile", "smoke", "--device", "cpu", "--threads", "1", "--method", "supervised",
+                 "--steps", "2", "--reports", str(tmp_path)]) == 0
+    grid = ["run", "--profile", "smoke", "--device", "cpu", "--method", "supervised", "--labels", "50", "--workers", "1",
+            "--out", str(tmp_path / "out"), "--reports", str(tmp_path), "--dry-run"]
+    capsys.readouterr()
+    assert main(grid) == 0
+    assert "(figures of `perf` at" in capsys.readouterr().out.strip().splitlines()[-1]
+    assert main(grid + ["--set", "train.batch_size=4"]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert line.startswith("estimated wall time: unknown") and "other batch_size than this grid's" in line
+    record = json.loads((tmp_path / "perf.json").read_text())
+    (tmp_path / "perf.json").write_text(json.dumps({**record, "device": "cuda"}))
+    assert main(grid) == 0
+    assert "measured profile smoke on cuda, this grid runs on cpu" in capsys.readouterr().out.strip().splitlines()[-1]
+
+
 def test_the_shipped_quick_costs_fit_the_readme_grid() -> None:
     """A fresh clone estimates the README's command from `cell_costs_quick.json`: the file must have the quick
     profile's settings and budget (else it is silently not used) and a cost for every cell of that grid. A change

@@ -95,7 +95,8 @@ def _estimate(cells: list[Cell], configs: list[dict], args: argparse.Namespace, 
 def _estimate_line(cells: list[Cell], configs: list[dict], args: argparse.Namespace, workers: int) -> str:
     """The grid's estimated wall time on this machine, else from a `perf` measurement."""
     found = _estimate(cells, configs, args, workers)
-    return found.line() if found is not None else dry_run_estimate(cells, configs, args.reports)
+    return found.line() if found is not None else dry_run_estimate(cells, configs, args.reports,
+                                                                  _device(args, configs) if configs else None)
 
 
 def check_out(out: Path, needs_writing: bool) -> None:
@@ -137,7 +138,8 @@ def main(args: argparse.Namespace) -> int:
     found = _estimate(todo, todo_configs, args, workers) if distributed.is_main() else None
     seconds = dict(zip(todo, found.durations)) if found is not None else None
     if distributed.is_main():
-        print(found.line() if found is not None else dry_run_estimate(todo, todo_configs, args.reports))
+        print(found.line() if found is not None else dry_run_estimate(todo, todo_configs, args.reports,
+                                                                         _device(args, configs) if configs else None))
 
     start = time.perf_counter()
     if args.executor == "slurm":
