@@ -156,7 +156,7 @@ def estimate_grid(cells: list[Cell], configs: list[dict], record: dict) -> GridE
     return GridEstimate(total, len(cells) - len(unmeasured), per_method, unmeasured, approximate)
 
 
-def dry_run_estimate(cells: list[Cell], configs: list[dict], reports: Path, device: torch.device | None) -> str:
+def dry_run_estimate(cells: list[Cell], configs: list[dict], reports: Path, device: torch.device) -> str:
     """The line `run --dry-run` prints: the estimate for `cells` from the last `perf` of their profile, when
     that `perf` measured on this kind of device with these step settings (a step timed on the CPU at batch 2
     says nothing of a CUDA grid at batch 64)."""
@@ -167,10 +167,12 @@ def dry_run_estimate(cells: list[Cell], configs: list[dict], reports: Path, devi
     which = ", ".join(sorted(profiles))
     again = f"(python -m benchmark perf --profile {which} with the grid's device and --set values)"
     if record is None or profiles != {record["profile"]}:
-        return f"estimated wall time: unknown, no measurement of profile {which} in {Path(reports) / PERF_FILE} {again}"
+        return (f"estimated wall time: unknown, no measurement of profile {which} in {Path(reports) / PERF_FILE} "
+                f"{again}")
     measured_on = torch.device(record["device"]).type
     if measured_on != device.type:
-        return f"estimated wall time: unknown, `perf` measured profile {which} on {measured_on}, this grid runs on {device.type} {again}"
+        return (f"estimated wall time: unknown, `perf` measured profile {which} on {measured_on}, this grid runs on "
+                f"{device.type} {again}")
     wanted = json.loads(json.dumps(step_settings(configs[0])))
     if record.get("settings") != wanted:
         differ = sorted(k for k in wanted if (record.get("settings") or {}).get(k) != wanted[k])

@@ -92,11 +92,9 @@ def _estimate(cells: list[Cell], configs: list[dict], args: argparse.Namespace, 
     return estimate(cells, configs, args.reports, workers, _device(args, configs))
 
 
-def _estimate_line(cells: list[Cell], configs: list[dict], args: argparse.Namespace, workers: int) -> str:
-    """The grid's estimated wall time on this machine, else from a `perf` measurement."""
-    found = _estimate(cells, configs, args, workers)
-    return found.line() if found is not None else dry_run_estimate(cells, configs, args.reports,
-                                                                  _device(args, configs) if configs else None)
+def _estimate_line(found, cells: list[Cell], configs: list[dict], reports: Path, device: torch.device) -> str:
+    """The grid's estimated wall time on this machine (`found`, from cell costs), else from a `perf` measurement."""
+    return found.line() if found is not None else dry_run_estimate(cells, configs, reports, device)
 
 
 def check_out(out: Path, needs_writing: bool) -> None:
@@ -138,8 +136,7 @@ def main(args: argparse.Namespace) -> int:
     found = _estimate(todo, todo_configs, args, workers) if distributed.is_main() else None
     seconds = dict(zip(todo, found.durations)) if found is not None else None
     if distributed.is_main():
-        print(found.line() if found is not None else dry_run_estimate(todo, todo_configs, args.reports,
-                                                                         _device(args, configs) if configs else None))
+        print(_estimate_line(found, todo, todo_configs, args.reports, _device(args, configs)))
 
     start = time.perf_counter()
     if args.executor == "slurm":
@@ -206,7 +203,9 @@ def _dry_run(cells: list[Cell], configs: list[dict], args: argparse.Namespace, w
     counts = Counter(s for s, _ in statuses)
     print(f"{len(cells)} cells: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
     todo = [i for i, (status, _) in enumerate(statuses) if status not in ("done", "running")]
+    todo_cells, todo_configs = [cells[i] for i in todo], [configs[i] for i in todo]
     if todo:
-        print("\n".join(grid_disk([cells[i] for i in todo], [configs[i] for i in todo]).lines(args.out)))
-    print(_estimate_line([cells[i] for i in todo], [configs[i] for i in todo], args, workers))
+        print("\n".join(grid_disk(todo_cells, todo_configs).lines(args.out)))
+    found = _estimate(todo_cells, todo_configs, args, workers)
+    print(_estimate_line(found, todo_cells, todo_configs, args.reports, _device(args, configs)))
     return 0
