@@ -5,9 +5,9 @@ import argparse
 import importlib
 import sys
 
-from . import __version__
-from .errors import BenchmarkError, storage_error
-from .files import forget_warnings
+from benchmark import __version__
+from benchmark.kit.errors import BenchmarkError, storage_error
+from benchmark.kit.files import forget_warnings
 
 COMMANDS = {
     "run": "train and evaluate a grid of methods x modes x label ratios x seeds",

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from benchmark.data.spectral import compose_nbi, estimate_bands, simulate_nbi
+from benchmark.kit.data.spectral import compose_nbi, estimate_bands, simulate_nbi
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_FRAMES = Path(os.environ.get("MICS_BENCH_REAL_FRAMES") or REPO.parent / "shared" / "data" / "real-wli-polyps")

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import torch.nn.functional as F
 
-from benchmark.contract import RunContext, Trained
-from benchmark.data.types import SemiSupervisedSplit
-from benchmark.models import create_backbone
-from benchmark.training import TrainingLoop
+from benchmark.kit.contract import RunContext, Trained
+from benchmark.kit.data.types import SemiSupervisedSplit
+from benchmark.kit.models import create_backbone
+from benchmark.kit.training import TrainingLoop
 
 from .common import LabeledBatches, WLIClassifier, probe_wli_head
 from .registry import register_method

@@ -14,13 +14,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from benchmark.contract import VIEW_MODES, Batch
-from benchmark.data.loaders import BatchStream, step_generator, to_tensor, weak_augment
-from benchmark.data.types import PairedArrays
-from benchmark.distributed import shard_rows
-from benchmark.lifetime import follow_parent
-from benchmark.probe import probe_heads
-from benchmark.runtime import available_cores
+from benchmark.kit.contract import VIEW_MODES, Batch
+from benchmark.kit.data.loaders import BatchStream, step_generator, to_tensor, weak_augment
+from benchmark.kit.data.types import PairedArrays
+from benchmark.kit.distributed import shard_rows
+from benchmark.kit.lifetime import follow_parent
+from benchmark.kit.probe import probe_heads
+from benchmark.kit.runtime import available_cores
 
 
 class WLIClassifier(nn.Module):
@@ -45,7 +45,7 @@ class WLIClassifier(nn.Module):
 
 
 def probe_wli_head(model: WLIClassifier, labeled: PairedArrays, device: torch.device, train_cfg: dict) -> None:
-    """The classifier's head from a linear probe of its pooled WLI features (`benchmark.probe`)."""
+    """The classifier's head from a linear probe of its pooled WLI features (`benchmark.kit.probe`)."""
     probe_heads([(model.backbone.get_classifier(), lambda batch: model.features(batch["wli"]))], labeled, device,
                 train_cfg)
 
@@ -57,14 +57,14 @@ def pooled(encoder: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 def stage_cfg(train_cfg: dict, iterations: int, reference: int, **changes) -> dict:
     """The profile's train settings for a stage of `iterations`: its lr warm-up, given for a stage of
-    `reference` iterations (the run's `train` stage, to which `benchmark.budget` scaled it), keeps its share."""
+    `reference` iterations (the run's `train` stage, to which `benchmark.kit.budget` scaled it), keeps its share."""
     warmup = round(int(train_cfg.get("warmup_iterations", 0)) * iterations / max(1, reference))
     return {**train_cfg, "warmup_iterations": warmup, **changes}
 
 
 class LabeledBatches:
     """Weakly augmented labeled WLI batches; batch `it` depends only on (seed, it). Under torchrun,
-    this process's share of the global batch (`benchmark.distributed`)."""
+    this process's share of the global batch (`benchmark.kit.distributed`)."""
 
     def __init__(self, part: PairedArrays, batch_size: int, seed: int, device: torch.device):
         self.part, self.device, self.seed = part, device, seed
@@ -188,7 +188,7 @@ def augmenter(restart: bool = False) -> ProcessPoolExecutor:
     cores afford.
 
     Started with `spawn`, not forked: a fresh interpreter inherits none of this process's files, so
-    it never holds a cell's lock (`benchmark.results.file_lock`), nor the state of its threads.
+    it never holds a cell's lock (`benchmark.kit.records.file_lock`), nor the state of its threads.
     It ends with this process (`follow_parent`), ignores Ctrl-C (this process handles it), and is
     shut down at exit, so it never outlives a run nor keeps one from ending."""
     global _AUGMENTER, _DELIVERED

@@ -16,8 +16,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from benchmark.contract import VIEW_MODES, RunContext, Trained
-from benchmark.data.types import SemiSupervisedSplit
+from benchmark.kit.contract import VIEW_MODES, RunContext, Trained
+from benchmark.kit.data.types import SemiSupervisedSplit
 
 from .registry import register_method
 from .schema import FixMatchConfig

@@ -14,8 +14,8 @@ import copy
 from dataclasses import dataclass, field
 from typing import Callable
 
-from benchmark.contract import MODES
-from benchmark.errors import unknown_name
+from benchmark.kit.contract import MODES
+from benchmark.kit.errors import unknown_name
 
 from .schema import MethodConfig
 
@@ -81,12 +81,12 @@ class MethodSpec:
     cost: Cost = field(default_factory=Cost)
     unlabeled: bool = True  # draws unlabeled batches (false: the supervised bounds)
     uses_unlabeled: bool = True  # needs unlabeled images: a ratio that leaves none is refused before the grid
-    # (setting, row label) of each row of the paper's ablation tables it reproduces (benchmark/reference.py)
+    # (setting, row label) of each row of the paper's ablation tables it reproduces (benchmark/reports/reference.py)
     paper_rows: tuple[tuple[str, str], ...] = ()
 
     def stage_iterations(self, cfg: dict, sizes: Sizes) -> dict[str, int]:
         """Iterations of each stage of one run on a split of `sizes` (`SemiSupervisedSplit.sizes()`): the
-        budgets its `time_constants` scale to (`benchmark.budget`); `train` is the profile's `train.iterations`
+        budgets its `time_constants` scale to (`benchmark.kit.budget`); `train` is the profile's `train.iterations`
         unless a stage of that name declares its own (CMC's and RFPMSS's stages share the profile's)."""
         return {"train": int(cfg["train"]["iterations"]),
                 **{stage.loop: stage.iterations(cfg, sizes) for stage in self.cost.stages}}

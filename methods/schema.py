@@ -1,10 +1,10 @@
 """The typed keys of every method's `cfg["method"]` section: type, allowed range and meaning.
 
 A method is registered with its class here (`register_method(..., config=FixMatchConfig)`), and
-`benchmark.config` checks the section against it when a cell's config is built. The values themselves,
+`benchmark.harness.config` checks the section against it when a cell's config is built. The values themselves,
 each beside its source (the paper, USB's config files, the authors' code), are the top level of the
 method's YAML (`benchmark/configs/methods/<name>.yaml`): so every field here is required, and a YAML that
-misses or misspells a key is refused with the key's name. See `benchmark.schema` for why pydantic.
+misses or misspells a key is refused with the key's name. See `benchmark.kit.schema` for why pydantic.
 """
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from benchmark.contract import MODES
-from benchmark.schema import Section, TimeConstants, TrainOverlay
+from benchmark.kit.contract import MODES
+from benchmark.kit.schema import Section, TimeConstants, TrainOverlay
 
 
 class MethodConfig(Section):
@@ -21,7 +21,7 @@ class MethodConfig(Section):
 
     name: str = Field(description="registered method name")
     mode: Literal[MODES] = Field(description="single | multi | fused")
-    time_constants: list[TimeConstants] = Field([], description="its time constants (benchmark/budget.py)")
+    time_constants: list[TimeConstants] = Field([], description="its time constants (benchmark/kit/budget.py)")
 
 
 # ------------------------------------------------------------------------------------------ USB

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from benchmark.cli import main
-from benchmark.config import build_config
-from benchmark.errors import ConfigError
-from benchmark.models import create_backbone
+from benchmark.harness.config import build_config
+from benchmark.kit.errors import ConfigError
+from benchmark.kit.models import create_backbone
 from methods.cmc import PRESETS as CMC_PRESETS
 from methods.cmc import stage_iterations as cmc_stages
 from methods.cmc.losses import cac_loss, csc_loss, dice_matrix
@@ -160,8 +160,8 @@ def test_one_smoke_cell_of_each_writes_a_record(tmp_path, monkeypatch):
 def test_presets_leave_table2_for_their_own_ablation_table():
     import pandas as pd
 
-    from benchmark.report import preset_ablation_table, preset_families, table2, to_markdown
-    from benchmark.results import COLUMNS
+    from benchmark.kit.records import COLUMNS
+    from benchmark.reports.report import preset_ablation_table, preset_families, table2, to_markdown
 
     def row(method, top1, labels=50.0):
         r = dict.fromkeys(COLUMNS)

@@ -9,9 +9,10 @@ import yaml
 
 import methods
 from benchmark.cli import main
-from benchmark.config import build_config, load_profile, profile_names
-from benchmark.errors import ConfigError
-from benchmark.schema import ProfileConfig, describe
+from benchmark.harness.config import build_config
+from benchmark.kit.config_files import load_profile, profile_names
+from benchmark.kit.errors import ConfigError
+from benchmark.kit.schema import ProfileConfig, describe
 
 
 @pytest.mark.parametrize("pair, message", [

@@ -91,14 +91,14 @@ def test_a_cell_runs_once_with_one_record(launched) -> None:
 def _worker(out: Path) -> None:
     import torch.distributed as dist
 
-    from benchmark import distributed
-    from benchmark.config import build_config
-    from benchmark.contract import RunContext
-    from benchmark.data import load_dataset, make_split
-    from benchmark.models import create_backbone
-    from benchmark.results import rebuild_results_csv
-    from benchmark.runner import Cell, run_cell
-    from benchmark.runtime import configure_threads, seed_everything
+    from benchmark.harness.config import build_config
+    from benchmark.harness.runner import Cell, run_cell
+    from benchmark.kit import distributed
+    from benchmark.kit.contract import RunContext
+    from benchmark.kit.data import load_dataset, make_split
+    from benchmark.kit.models import create_backbone
+    from benchmark.kit.records import rebuild_results_csv
+    from benchmark.kit.runtime import configure_threads, seed_everything
     from methods.common import UnlabeledBatches
     from methods.mics.method import _run_pretraining
     from methods.usb import USBRun

@@ -20,11 +20,11 @@ import numpy as np
 import pytest
 import submitit
 
-import benchmark.executors as executors
+import benchmark.harness.executors as executors
 from benchmark.cli import main
-from benchmark.config import config_hash
-from benchmark.files import file_lock
-from benchmark.runner import Cell, cell_configs
+from benchmark.harness.config import config_hash
+from benchmark.harness.runner import Cell, cell_configs
+from benchmark.kit.files import file_lock
 from methods.registry import _REGISTRY, Cost, Stage, get_method, register_method
 
 TESTS = Path(__file__).resolve().parent

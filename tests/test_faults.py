@@ -19,11 +19,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import benchmark.training as training
+import benchmark.kit.training as training
 from benchmark.cli import main
-from benchmark.data import load_dataset
-from benchmark.config import build_config
-from benchmark.files import file_lock, lock_holder
+from benchmark.harness.config import build_config
+from benchmark.kit.data import load_dataset
+from benchmark.kit.files import file_lock, lock_holder
 
 pytestmark = pytest.mark.faults
 

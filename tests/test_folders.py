@@ -9,11 +9,11 @@ import pytest
 import torch
 from PIL import Image
 
-import benchmark.data.spectral as spectral
-from benchmark.data import dataset_key
-from benchmark.data.folders import read_kvasir, read_paired, source_fingerprint
-from benchmark.data.types import KVASIR_CLASSES
-from benchmark.errors import ConfigError, DataError
+import benchmark.kit.data.spectral as spectral
+from benchmark.kit.data import dataset_key
+from benchmark.kit.data.folders import read_kvasir, read_paired, source_fingerprint
+from benchmark.kit.data.types import KVASIR_CLASSES
+from benchmark.kit.errors import ConfigError, DataError
 
 SIZE = 32
 PER_CLASS = 3

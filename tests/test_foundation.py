@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from benchmark.cli import main
-from benchmark.config import build_config, config_hash, parse_overrides
-from benchmark.data.loaders import BatchStream, step_generator, to_tensor, weak_augment
-from benchmark.data.splits import labeled_indices, split_indices
-from benchmark.errors import ConfigError
+from benchmark.harness.config import build_config, config_hash, parse_overrides
+from benchmark.kit.data.loaders import BatchStream, step_generator, to_tensor, weak_augment
+from benchmark.kit.data.splits import labeled_indices, split_indices
+from benchmark.kit.errors import ConfigError
 
 CLASSES = tuple(f"c{i}" for i in range(6))
 

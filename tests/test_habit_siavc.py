@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from benchmark.cli import main
-from benchmark.config import build_config
+from benchmark.harness.config import build_config
 from methods.habit.cmh import ConsistencyAwareMomentumHeredity
 from methods.habit.mrnet import MRNet, local_attention_mask
 from methods.habit.rfc import DistributionAlignment, compensate_features
@@ -35,8 +35,8 @@ def test_smoke_runs_write_a_record_per_mode(tmp_path, method):
 @pytest.mark.parametrize("method", ["habit", "siavc"])
 def test_an_interrupted_run_resumes_to_the_same_weights(tmp_path, monkeypatch, method):
     """Teacher, alignment queue, loss histories and thresholds all come back from the checkpoint."""
-    from benchmark.contract import RunContext
-    from benchmark.data import load_dataset, make_split
+    from benchmark.kit.contract import RunContext
+    from benchmark.kit.data import load_dataset, make_split
     from methods import get_method
     from methods.common import UnlabeledBatches
 

@@ -7,11 +7,11 @@ import pytest
 import torch
 
 from benchmark.cli import main
-from benchmark.config import build_config
-from benchmark.contract import RunContext
-from benchmark.data import load_dataset, make_split
-from benchmark.errors import ConfigError
-from benchmark.models import create_backbone
+from benchmark.harness.config import build_config
+from benchmark.kit.contract import RunContext
+from benchmark.kit.data import load_dataset, make_split
+from benchmark.kit.errors import ConfigError
+from benchmark.kit.models import create_backbone
 from methods.mics.dictionary import shift_dictionary
 from methods.mics.losses import consistency_targets, ds_combine, evidential_loss, info_nce, opinion
 from methods.mics.method import PRESETS, PairedBatches, pretrain

@@ -14,16 +14,16 @@ import timm
 import torch
 from torch import nn
 
-import benchmark.runner
-from benchmark import models
+import benchmark.harness.runner
 from benchmark.cli import main
-from benchmark.config import build_config
-from benchmark.contract import RunContext
-from benchmark.data.loaders import MEAN, STD, normalised_with, to_tensor
-from benchmark.disk import probe_loops
-from benchmark.health import PseudoLabelMonitor, PseudoLabels
-from benchmark.runner import Cell
-from benchmark.training import TrainingLoop, atomic_save
+from benchmark.harness.config import build_config
+from benchmark.harness.disk import probe_loops
+from benchmark.harness.runner import Cell
+from benchmark.kit import models
+from benchmark.kit.contract import RunContext
+from benchmark.kit.data.loaders import MEAN, STD, normalised_with, to_tensor
+from benchmark.kit.health import PseudoLabelMonitor, PseudoLabels
+from benchmark.kit.training import TrainingLoop, atomic_save
 
 SMOKE = ["--profile", "smoke", "--device", "cpu", "--workers", "1"]  # cells in this process: monkeypatches reach them
 TINY_HUB_ID = "timm/vit_tiny_patch16_224.augreg_in21k_ft_in1k"  # timm's default weights of the smoke arch
@@ -216,8 +216,8 @@ def test_the_disk_probe_sizes_checkpoints_as_they_are_written(tmp_path):
     cell = Cell("synthetic", "habit", "single", 50.0, 0)
     cfg = build_config("smoke", "habit", "single", "synthetic", 50, 0)
     (probed,) = probe_loops(cell, cfg)
-    from benchmark import budget
-    from benchmark.data import load_dataset, make_split
+    from benchmark.kit import budget
+    from benchmark.kit.data import load_dataset, make_split
     from methods import get_method
 
     raw, cache = load_dataset(cfg["data"])
@@ -353,7 +353,7 @@ def test_a_non_finite_loss_stops_the_run_before_its_next_checkpoint(tmp_path):
         loss = nn.functional.cross_entropy(model.predict({"wli": torch.randn(4, 3, 2, 2)}), torch.zeros(4).long())
         return {"loss": loss * float("nan") if it == 2 else loss}
 
-    from benchmark.training import NonFiniteLoss
+    from benchmark.kit.training import NonFiniteLoss
 
     with pytest.raises(NonFiniteLoss, match="loss is nan at iteration 2"):
         TrainingLoop(model, {"iterations": 12, "eval_every": 4, "lr": 0.1}, ctx, None).run(step)
@@ -362,13 +362,13 @@ def test_a_non_finite_loss_stops_the_run_before_its_next_checkpoint(tmp_path):
 
 # -- 9: a cell's whole time ---------------------------------------------------------------------------------
 def test_wall_s_covers_the_test_pass_and_the_outputs(tmp_path, monkeypatch):
-    real = benchmark.runner._save_outputs
+    real = benchmark.harness.runner._save_outputs
 
     def slow(*args, **kwargs):
         time.sleep(1.5)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(benchmark.runner, "_save_outputs", slow)
+    monkeypatch.setattr(benchmark.harness.runner, "_save_outputs", slow)
     assert main(["run", *SMOKE, "--method", "supervised", "--labels", "50", "--out", str(tmp_path),
                  "--set", "train.iterations=1"]) == 0
     assert _record(tmp_path)["wall_s"] >= 1.5

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from benchmark.cli import main
-from benchmark.data.loaders import step_generator, to_tensor, weak_augment
+from benchmark.kit.data.loaders import step_generator, to_tensor, weak_augment
 
 STEPS = "2"
 
@@ -119,7 +119,7 @@ def test_strong_views_made_ahead_are_those_made_on_demand(worker: bool, monkeypa
     """Single mode makes the next batches' strong sources in a worker process (when a core is free for
     it): a run resumed at any step, or batches asked for in any order, must see the same views, with
     or without the worker."""
-    from benchmark.data.types import PairedArrays
+    from benchmark.kit.data.types import PairedArrays
     from methods import common
     from methods.common import UnlabeledBatches
 
@@ -138,9 +138,9 @@ def test_strong_views_made_ahead_are_those_made_on_demand(worker: bool, monkeypa
             assert torch.equal(got, want)
 
 
-# -- the cost before the first cell (benchmark/costs.py) ------------------------------------------------------
+# -- the cost before the first cell (benchmark/harness/costs.py) ------------------------------------------------------
 def test_schedule_deals_cells_as_the_pool_does() -> None:
-    from benchmark.costs import schedule
+    from benchmark.harness.costs import schedule
 
     assert schedule([10, 10, 10, 10], 2, {}) == 20
     assert schedule([10, 10, 10, 10], 1, {}) == 40
@@ -185,8 +185,8 @@ def test_the_shipped_quick_costs_fit_the_readme_grid() -> None:
     """A fresh clone estimates the README's command from `cell_costs_quick.json`: the file must have the quick
     profile's settings and budget (else it is silently not used) and a cost for every cell of that grid. A change
     to the quick profile's data, model or budget fails here until the file is measured again."""
-    from benchmark.costs import _budget, _key, cost_settings, load_costs, shipped_costs
-    from benchmark.runner import cell_configs, expand_grid
+    from benchmark.harness.costs import _budget, _key, cost_settings, load_costs, shipped_costs
+    from benchmark.harness.runner import cell_configs, expand_grid
 
     shipped = json.loads(shipped_costs("quick").read_text())
     cells = expand_grid("all", "5,10,30,50", "synthetic")

@@ -10,12 +10,14 @@ import pytest
 import timm
 import torch
 
-from benchmark import budget, init_weights, models
 from benchmark.cli import main
-from benchmark.config import build_config, load_profile
-from benchmark.errors import ConfigError
-from benchmark.files import file_sha256
-from benchmark.health import PseudoLabelMonitor, PseudoLabels, collapsed
+from benchmark.harness import init_weights
+from benchmark.harness.config import build_config
+from benchmark.kit import budget, models
+from benchmark.kit.config_files import load_profile
+from benchmark.kit.errors import ConfigError
+from benchmark.kit.files import file_sha256
+from benchmark.kit.health import PseudoLabelMonitor, PseudoLabels, collapsed
 
 TINY = {"arch": "vit_tiny_patch16_224", "kwargs": {"img_size": 32, "patch_size": 8, "embed_dim": 32, "depth": 1,
                                                   "num_heads": 2, "mlp_ratio": 2.0}}
@@ -71,8 +73,8 @@ def test_run_refuses_missing_weights_before_any_cell(tmp_path, capsys):
 
 
 def test_building_the_init_reads_no_benchmark_image(tmp_path, monkeypatch):
-    import benchmark.data as data
-    import benchmark.data.synthetic as synthetic
+    import benchmark.kit.data as data
+    import benchmark.kit.data.synthetic as synthetic
 
     def forbidden(*args, **kwargs):
         raise AssertionError("the init build read the benchmark's data")

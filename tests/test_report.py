@@ -10,10 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import benchmark.plots
+import benchmark.reports.plots
 from benchmark.cli import main
-from benchmark.report import compare_paper, table2, to_latex, to_markdown
-from benchmark.results import COLUMNS, rebuild_results_csv, run_dir
+from benchmark.kit.records import COLUMNS, rebuild_results_csv, run_dir
+from benchmark.reports.report import compare_paper, table2, to_latex, to_markdown
 
 RATIOS = (5.0, 10.0, 30.0, 50.0)
 CLASSES = ("a", "b", "c")
@@ -176,7 +176,7 @@ def _fake_runs(out: Path) -> None:
 def test_umap_figure_one_panel_per_method(tmp_path: Path, monkeypatch, capsys) -> None:
     _fake_runs(tmp_path)
     seen = []
-    monkeypatch.setattr(benchmark.plots, "umap_embedding", lambda f: seen.append(f.shape) or f[:, :2])
+    monkeypatch.setattr(benchmark.reports.plots, "umap_embedding", lambda f: seen.append(f.shape) or f[:, :2])
     assert main(["umap", "--out", str(tmp_path), "--reports", str(tmp_path / "rep")]) == 0
     assert seen == [(60, 8), (60, 8)]  # FixMatch (its multi run) and MICS
     for ext in ("png", "pdf"):

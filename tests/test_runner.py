@@ -19,12 +19,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import benchmark.config
+import benchmark.harness.config
 from benchmark.cli import main
-from benchmark.curves import read_curves
-from benchmark.data.loaders import to_tensor
-from benchmark.runner import Cell, cell_configs
-from benchmark.training import TrainingLoop
+from benchmark.harness.runner import Cell, cell_configs
+from benchmark.kit.curves import read_curves
+from benchmark.kit.data.loaders import to_tensor
+from benchmark.kit.training import TrainingLoop
 from methods.common import LabeledBatches
 from methods.registry import _REGISTRY, register_method
 from methods.schema import MethodConfig
@@ -215,8 +215,8 @@ def test_changed_config_reruns_and_same_config_skips(tmp_path: Path, capsys) -> 
 
 
 def test_override_applies_to_the_cells_that_have_its_key(monkeypatch, tmp_path: Path, capsys) -> None:
-    real = benchmark.config.method_config
-    monkeypatch.setattr(benchmark.config, "method_config",
+    real = benchmark.harness.config.method_config
+    monkeypatch.setattr(benchmark.harness.config, "method_config",
                         lambda method, profile: ({"T": 0.5}, "toy") if method == "toy_a" else real(method, profile))
     cells = [Cell("synthetic", "toy_a", "single", 50.0, 0), Cell("synthetic", "toy_b", "single", 50.0, 0)]
     a, b = cell_configs(cells, "smoke", {"method.T": 0.9}, None, None)
@@ -257,7 +257,7 @@ def test_bad_input_exits_2_with_one_line(argv, message, tmp_path: Path, capsys) 
 
 
 def test_atomic_write_leaves_the_old_file_when_the_writer_fails(tmp_path: Path) -> None:
-    from benchmark.files import atomic_write
+    from benchmark.kit.files import atomic_write
 
     path = tmp_path / "deep" / "result.json"
     with atomic_write(path) as tmp:

@@ -12,14 +12,13 @@ import pytest
 import torch
 
 from benchmark.cli import main
-from benchmark.comparison import detectable_difference, paired_differences
-from benchmark.config import build_config
-from benchmark.data import load_dataset, make_split
-from benchmark.probe import fit_linear_probe, probe_heads
-from benchmark.report import comparison_report, table2, to_latex, to_markdown
-from benchmark.results import COLUMNS
-from benchmark.runner import expand_grid
-
+from benchmark.harness.config import build_config
+from benchmark.harness.runner import expand_grid
+from benchmark.kit.data import load_dataset, make_split
+from benchmark.kit.probe import fit_linear_probe, probe_heads
+from benchmark.kit.records import COLUMNS
+from benchmark.reports.comparison import detectable_difference, paired_differences
+from benchmark.reports.report import comparison_report, table2, to_latex, to_markdown
 
 
 def _row(dataset: str, method: str, mode: str, labels: float, top1: float, seed: int = 0) -> dict:

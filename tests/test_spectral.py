@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 from scipy.ndimage import uniform_filter
 
-from benchmark.data.spectral import BAND_ESTIMATE, NBI_BANDS_NM, compose_nbi, estimate_bands, simulate_nbi
+from benchmark.kit.data.spectral import BAND_ESTIMATE, NBI_BANDS_NM, compose_nbi, estimate_bands, simulate_nbi
 
 # Real white-light frames (docs/data.md): $MICS_BENCH_REAL_FRAMES, else the shared folder beside the checkout.
 REAL_FRAMES = Path(os.environ.get("MICS_BENCH_REAL_FRAMES")

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from scipy.ndimage import uniform_filter
 
-from benchmark.data.spectral import simulate_nbi
-from benchmark.data.synthetic import _render, render_synthetic
-from benchmark.data.types import KVASIR_CLASSES, RawDataset
+from benchmark.kit.data.spectral import simulate_nbi
+from benchmark.kit.data.synthetic import _render, render_synthetic
+from benchmark.kit.data.types import KVASIR_CLASSES, RawDataset
 
 
 @pytest.fixture(scope="module")

@@ -4,9 +4,9 @@ import pytest
 import torch
 from torch import nn
 
-from benchmark.contract import RunContext
-from benchmark.data.types import PairedArrays
-from benchmark.training import NonFiniteLoss, TrainingLoop
+from benchmark.kit.contract import RunContext
+from benchmark.kit.data.types import PairedArrays
+from benchmark.kit.training import NonFiniteLoss, TrainingLoop
 
 TRAIN = {"iterations": 12, "eval_every": 4, "lr": 0.05, "optimizer": "sgd", "ema_momentum": 0.9,
          "warmup_iterations": 2, "min_lr": 0.0, "eval_batch_size": 16}
@@ -75,7 +75,7 @@ def test_best_model_is_the_best_validation_checkpoint(tmp_path):
     model = Tiny()
     loop = TrainingLoop(model, TRAIN, _ctx(tmp_path), _val())
     trained = loop.run(_step(model))
-    from benchmark.training import top1
+    from benchmark.kit.training import top1
 
     assert top1(trained.best, _val(), torch.device("cpu")) == pytest.approx(trained.val_top1_best)
     assert trained.val_top1_best >= top1(trained.last, _val(), torch.device("cpu"))

@@ -10,14 +10,14 @@ import pandas as pd
 import pytest
 import torch
 
-from benchmark import budget
 from benchmark.cli import main as cli
-from benchmark.config import build_config
-from benchmark.contract import RunContext
-from benchmark.data import load_dataset, make_split
-from benchmark.data.loaders import step_generator, to_tensor, weak_augment
-from benchmark.errors import ConfigError
-from benchmark.runtime import configure_threads, seed_everything
+from benchmark.harness.config import build_config
+from benchmark.kit import budget
+from benchmark.kit.contract import RunContext
+from benchmark.kit.data import load_dataset, make_split
+from benchmark.kit.data.loaders import step_generator, to_tensor, weak_augment
+from benchmark.kit.errors import ConfigError
+from benchmark.kit.runtime import configure_threads, seed_everything
 from methods.usb import USBRun
 
 ALGORITHMS = ("fixmatch", "flexmatch", "dash", "freematch", "softmatch")

@@ -1,5 +1,5 @@
 """`config show`: the effective config a cell would run with (profile, method, `--set`), checked against
-the schema; `config keys`: every key with its type, default, range and meaning (`benchmark.schema`), and
+the schema; `config keys`: every key with its type, default, range and meaning (`benchmark.kit.schema`), and
 the method's own keys (`methods/schema.py`) with the values its YAML gives them under `--profile`."""
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import argparse
 import yaml
 
 import methods
-
-from ..config import DEFAULT_PROFILE, build_config, load_profile, parse_overrides
-from ..errors import unknown_name
-from ..schema import describe
+from benchmark.harness.config import build_config, parse_overrides
+from benchmark.kit.config_files import DEFAULT_PROFILE, load_profile
+from benchmark.kit.errors import unknown_name
+from benchmark.kit.schema import describe
 
 ACTIONS = ("show", "keys")
 

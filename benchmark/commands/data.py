@@ -7,11 +7,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..config import DEFAULT_PROFILE, load_profile, parse_overrides, set_dotted
-from ..data import DATASETS, dataset_key, labeled_subset, load_dataset, load_split_indices
-from ..errors import ConfigError, unknown_name
-from ..files import atomic_write
-from ..schema import DataConfig, validate
+from benchmark.harness.config import parse_overrides, set_dotted
+from benchmark.kit.config_files import DEFAULT_PROFILE, load_profile
+from benchmark.kit.data import DATASETS, dataset_key, labeled_subset, load_dataset, load_split_indices
+from benchmark.kit.errors import ConfigError, unknown_name
+from benchmark.kit.files import atomic_write
+from benchmark.kit.schema import DataConfig, validate
 
 ACTIONS = ("describe", "prepare", "samples", "calibrate")
 
@@ -97,7 +98,7 @@ def _calibrate(dataset: str, data_cfg: dict) -> int:
     """The synthetic dataset's difficulty, measured with a fixed small CNN (docs/synthetic.md)."""
     if dataset != "synthetic":
         raise ConfigError(f"'data calibrate' measures the synthetic dataset only, not '{dataset}'")
-    from ..data.calibration import calibrate
+    from benchmark.kit.data.calibration import calibrate
 
     table = calibrate(int(dataset_key(data_cfg)["num_per_class"]), int(data_cfg["image_size"]),
                       int(data_cfg["synthetic"]["seed"]))

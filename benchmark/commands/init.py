@@ -1,5 +1,5 @@
 """`init build`: pre-train a profile's backbone without labels on the generic corpus
-(`benchmark.init_weights`), the starting point every method of the profile loads with `model.init: suite`.
+(`benchmark.harness.init_weights`), the starting point every method of the profile loads with `model.init: suite`.
 By default it writes the shipped file `benchmark/weights/<profile>.pt` and its provenance sidecar."""
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import shlex
 import sys
 from pathlib import Path
 
-from ..config import PROFILES, load_profile
-from ..errors import ConfigError
-from ..runtime import code_version, configure_threads
+from benchmark.kit.config_files import PROFILES, load_profile
+from benchmark.kit.errors import ConfigError
+from benchmark.kit.runtime import code_version, configure_threads
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -21,7 +21,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from ..init_weights import build, shipped_path
+    from benchmark.harness.init_weights import build, shipped_path
 
     cfg = load_profile(args.profile)
     if not cfg.get("init"):

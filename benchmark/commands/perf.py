@@ -1,6 +1,6 @@
 """`perf`: training throughput of every method against a bare PyTorch loop, the loader's throughput, the
-stage costs of methods with several training loops (MICS), peak memory (`benchmark.measure`) and the grid's
-estimated wall time (`benchmark.estimate`); printed and written to `<reports>/perf.json` so the figures can
+stage costs of methods with several training loops (MICS), peak memory (`benchmark.harness.measure`) and the grid's
+estimated wall time (`benchmark.harness.estimate`); printed and written to `<reports>/perf.json` so the figures can
 be compared from one version to the next (docs/perf.md)."""
 from __future__ import annotations
 
@@ -8,15 +8,15 @@ import argparse
 from pathlib import Path
 
 import methods
-
-from ..config import DEFAULT_PROFILE, PROFILES, load_profile, parse_overrides
-from ..contract import MODES
-from ..data import DATASETS, dataset_key
-from ..errors import ConfigError, unknown_name
-from ..estimate import estimate_grid
-from ..measure import SUPERVISED, measure, measured_configs, write_record
-from ..runner import cell_configs, expand_grid
-from ..runtime import DEVICES, configure_threads, resolve_device
+from benchmark.harness.config import parse_overrides
+from benchmark.harness.estimate import estimate_grid
+from benchmark.harness.measure import SUPERVISED, measure, measured_configs, write_record
+from benchmark.harness.runner import cell_configs, expand_grid
+from benchmark.kit.config_files import DEFAULT_PROFILE, PROFILES, load_profile
+from benchmark.kit.contract import MODES
+from benchmark.kit.data import DATASETS, dataset_key
+from benchmark.kit.errors import ConfigError, unknown_name
+from benchmark.kit.runtime import DEVICES, configure_threads, resolve_device
 
 GRID_LABELS = "5,10,30,50"
 

@@ -1,14 +1,14 @@
 """`report`: from `<out>/results.csv`, Table II (and Tables III/IV when ablation records exist) as
 LaTeX and Markdown, the accuracy-vs-labels and confusion-matrix figures, and with
-`--compare-paper` our numbers against the paper's (`benchmark.publish`, which `run` calls when it ends)."""
+`--compare-paper` our numbers against the paper's (`benchmark.reports.publish`, which `run` calls when it ends)."""
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from ..errors import ConfigError
-from ..publish import FORMATS, write_reports
-from ..results import read_results
+from benchmark.kit.errors import ConfigError
+from benchmark.kit.records import read_results
+from benchmark.reports.publish import FORMATS, write_reports
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

@@ -1,5 +1,5 @@
 """`run`: expand the grid and run every cell that has no finished record (here, in local worker processes, or
-as Slurm jobs: `benchmark.executors`), then report."""
+as Slurm jobs: `benchmark.harness.executors`), then report."""
 from __future__ import annotations
 
 import argparse
@@ -12,22 +12,31 @@ from pathlib import Path
 import torch
 
 import methods
-
-from .. import distributed
-from ..config import DEFAULT_PROFILE, PROFILES, parse_overrides
-from ..data import DATASETS
-from ..costs import estimate, write_costs
-from ..disk import grid_disk
-from ..errors import ConfigError
-from ..estimate import dry_run_estimate
-from ..measure import process_age_s
-from ..executors import EXECUTORS, follow_jobs, run_pool, submit_to_slurm, take_slurm_settings
-from ..files import holder_is_gone, lock_holder
-from ..models import create_backbone
-from ..publish import write_reports
-from ..results import rebuild_results_csv
-from ..runner import Cell, Outcome, cell_configs, cell_status, check_cells, expand_grid, is_done, run_grid
-from ..runtime import DEVICES, available_cores, resolve_device
+from benchmark.harness.config import parse_overrides
+from benchmark.harness.costs import estimate, write_costs
+from benchmark.harness.disk import grid_disk
+from benchmark.harness.estimate import dry_run_estimate
+from benchmark.harness.executors import EXECUTORS, follow_jobs, run_pool, submit_to_slurm, take_slurm_settings
+from benchmark.harness.measure import process_age_s
+from benchmark.harness.runner import (
+    Cell,
+    Outcome,
+    cell_configs,
+    cell_status,
+    check_cells,
+    expand_grid,
+    is_done,
+    run_grid,
+)
+from benchmark.kit import distributed
+from benchmark.kit.config_files import DEFAULT_PROFILE, PROFILES
+from benchmark.kit.data import DATASETS
+from benchmark.kit.errors import ConfigError
+from benchmark.kit.files import holder_is_gone, lock_holder
+from benchmark.kit.models import create_backbone
+from benchmark.kit.records import rebuild_results_csv
+from benchmark.kit.runtime import DEVICES, available_cores, resolve_device
+from benchmark.reports.publish import write_reports
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -86,7 +95,7 @@ def _device(args: argparse.Namespace, configs: list[dict]) -> torch.device:
 
 
 def _estimate(cells: list[Cell], configs: list[dict], args: argparse.Namespace, workers: int):
-    """The grid's estimate on this machine from measured cell costs (`benchmark.costs`), or None."""
+    """The grid's estimate on this machine from measured cell costs (`benchmark.harness.costs`), or None."""
     if args.executor != "local" or not cells:
         return None
     return estimate(cells, configs, args.reports, workers, _device(args, configs))

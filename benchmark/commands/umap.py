@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from ..errors import BenchmarkError, ConfigError
-from ..files import zip_problem
-from ..reference import ablation_presets
-from ..report import FULL, dataset_order, method_name, method_order
-from ..results import read_results, run_dir
+from benchmark.kit.errors import BenchmarkError, ConfigError
+from benchmark.kit.files import zip_problem
+from benchmark.kit.records import read_results, run_dir
+from benchmark.reports.reference import ablation_presets
+from benchmark.reports.report import FULL, dataset_order, method_name, method_order
 
 # Per method, the mode its panel shows unless --mode says otherwise: its multimodal one first.
 MODE_PREFERENCE = ("fused", "multi", "single")
@@ -34,7 +34,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from .. import plots  # matplotlib and umap are slow to import: only for this command
+    from benchmark.reports import plots  # matplotlib and umap are slow to import: only for this command
 
     results = read_results(args.out)
     results = results[~results["method"].isin(ablation_presets()) & (results["method"] != FULL)]

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import copy
 
-from benchmark.config import method_presets
-from benchmark.contract import RunContext, Trained
-from benchmark.data.types import SemiSupervisedSplit
-from benchmark.models import create_backbone
-from benchmark.probe import probe_heads
-from benchmark.training import TrainingLoop
+from benchmark.kit.config_files import method_presets
+from benchmark.kit.contract import RunContext, Trained
+from benchmark.kit.data.types import SemiSupervisedSplit
+from benchmark.kit.models import create_backbone
+from benchmark.kit.probe import probe_heads
+from benchmark.kit.training import TrainingLoop
 
 from ..common import PairedBatches, stage_cfg
 from ..registry import Cost, Sizes, Stage, register_method

@@ -16,7 +16,7 @@ from timm.layers import trunc_normal_
 from timm.models.vision_transformer import Block
 from torch import nn
 
-from benchmark.contract import Batch
+from benchmark.kit.contract import Batch
 
 from ..common import pooled
 from .losses import cac_loss, csc_loss
@@ -81,7 +81,7 @@ class CMCClassifier(nn.Module):
             self.fusion = MIAFusion(dim, int(mia["depth"]), int(heads), float(mlp_ratio))
 
     def probed_heads(self) -> list[tuple[nn.Linear, Callable[[Batch], torch.Tensor]]]:
-        """Each branch's classifier and the feature it reads, for `benchmark.probe`."""
+        """Each branch's classifier and the feature it reads, for `benchmark.kit.probe`."""
         pooled = {"wli": lambda batch: self.enc_w.forward_head(self.enc_w.forward_features(batch["wli"]), pre_logits=True),
                   "nbi": lambda batch: self.enc_n.forward_head(self.enc_n.forward_features(batch["nbi"]), pre_logits=True),
                   "fused": self.features}

@@ -16,8 +16,8 @@ import torch
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
-from benchmark.errors import ConfigError
-from benchmark.models import create_backbone
+from benchmark.kit.errors import ConfigError
+from benchmark.kit.models import create_backbone
 
 
 class PathOutputs(NamedTuple):

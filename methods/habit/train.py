@@ -10,12 +10,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmark.contract import Batch, RunContext, Trained
-from benchmark.data.loaders import step_generator
-from benchmark.data.types import SemiSupervisedSplit
-from benchmark.health import PseudoLabels
-from benchmark.probe import probe_heads
-from benchmark.training import TrainingLoop
+from benchmark.kit.contract import Batch, RunContext, Trained
+from benchmark.kit.data.loaders import step_generator
+from benchmark.kit.data.types import SemiSupervisedSplit
+from benchmark.kit.health import PseudoLabels
+from benchmark.kit.probe import probe_heads
+from benchmark.kit.training import TrainingLoop
 
 from ..common import LabeledBatches, UnlabeledBatches
 from ..registry import register_method

@@ -13,7 +13,7 @@ from sklearn.cluster import KMeans
 from sklearn.covariance import ledoit_wolf
 from torch import nn
 
-from benchmark.data.loaders import to_tensor
+from benchmark.kit.data.loaders import to_tensor
 
 from ..common import pooled
 

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from timm.layers import Mlp
 from torch import nn
 
-from benchmark.contract import Batch
+from benchmark.kit.contract import Batch
 
 from .losses import ds_combine, evidential_loss
 
@@ -85,7 +85,7 @@ class MICSClassifier(nn.Module):
                                            for k in ("wli", "nbi", "fused")})
 
     def probed_heads(self) -> list[tuple[nn.Linear, Callable[[Batch], torch.Tensor]]]:
-        """Every linear classifier and the feature it reads, for `benchmark.probe`: cls on z_f, and with TMC
+        """Every linear classifier and the feature it reads, for `benchmark.kit.probe`: cls on z_f, and with TMC
         each view's evidence layer on its own feature."""
         def feature(name: str) -> Callable[[Batch], torch.Tensor]:
             return lambda batch: self.forward_features(batch["wli"], batch["nbi"])[name]

@@ -7,7 +7,7 @@ Stages 1 and 2 use no labels, so their checkpoint is shared by every label ratio
 presets, which change only fine-tuning): it lives in `ctx.cache_dir/mics-pretrain/<hash>/`, keyed by
 cfg["data"], cfg["model"], the `pretrain` and `dictionary` sections and the seed.
 
-Under torchrun (`benchmark.distributed`) pre-training and fine-tuning run in every process, each on
+Under torchrun (`benchmark.kit.distributed`) pre-training and fine-tuning run in every process, each on
 its share of every batch, with gradients averaged; rank 0 alone takes the cache lock, builds the
 dictionary and writes the checkpoint, and the others wait for it.
 """
@@ -24,17 +24,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmark import distributed
-from benchmark.config import deep_merge, method_presets
-from benchmark.contract import RunContext, Trained
-from benchmark.data import dataset_key
-from benchmark.data.loaders import step_generator
-from benchmark.data.types import SemiSupervisedSplit
-from benchmark.errors import ConfigError
-from benchmark.files import atomic_write, file_lock, stable_hash, warn_once, zip_problem
-from benchmark.models import create_backbone, init_fingerprint
-from benchmark.probe import probe_heads
-from benchmark.training import TrainingLoop, atomic_save
+from benchmark.kit import distributed
+from benchmark.kit.config_files import deep_merge, method_presets
+from benchmark.kit.contract import RunContext, Trained
+from benchmark.kit.data import dataset_key
+from benchmark.kit.data.loaders import step_generator
+from benchmark.kit.data.types import SemiSupervisedSplit
+from benchmark.kit.errors import ConfigError
+from benchmark.kit.files import atomic_write, file_lock, stable_hash, warn_once, zip_problem
+from benchmark.kit.models import create_backbone, init_fingerprint
+from benchmark.kit.probe import probe_heads
+from benchmark.kit.training import TrainingLoop, atomic_save
 
 from ..common import PairedBatches
 from ..registry import Cost, Sizes, Stage, register_method

@@ -14,7 +14,7 @@ trained together by
 
 A term whose weight is 0 builds no module and costs nothing, which is how Table III's rows differ.
 
-Under torchrun (`benchmark.distributed`) each process computes the loss of its share of the batch,
+Under torchrun (`benchmark.kit.distributed`) each process computes the loss of its share of the batch,
 as ALBEF does: in-batch negatives and alignment pairs are the share's, and the queues get the momentum
 features of the whole global batch, gathered from every process in rank order, so every process holds
 the same queues. The masks of the reconstruction are drawn for the global batch, each share keeping
@@ -31,7 +31,7 @@ from timm.models.vision_transformer import Block
 from torch import nn
 from torch.func import functional_call
 
-from benchmark.distributed import all_gather, shard_rows, world_size
+from benchmark.kit.distributed import all_gather, shard_rows, world_size
 
 from ..common import pooled
 from .losses import consistency_loss, info_nce

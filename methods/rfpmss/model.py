@@ -15,8 +15,8 @@ from timm.layers import trunc_normal_
 from timm.models.vision_transformer import Block
 from torch import nn
 
-from benchmark.contract import Batch
-from benchmark.distributed import all_gather
+from benchmark.kit.contract import Batch
+from benchmark.kit.distributed import all_gather
 
 from ..mics.losses import info_nce
 from .losses import anchor_logits, assignment_consistency, multi_sinkhorn

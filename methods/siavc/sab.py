@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from benchmark.data.loaders import normalisation
+from benchmark.kit.data.loaders import normalisation
 
 
 def otsu_thresholds(values: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

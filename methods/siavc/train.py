@@ -10,12 +10,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmark.contract import RunContext, Trained
-from benchmark.data.loaders import step_generator
-from benchmark.data.types import SemiSupervisedSplit
-from benchmark.health import PseudoLabels
-from benchmark.models import create_backbone
-from benchmark.training import TrainingLoop
+from benchmark.kit.contract import RunContext, Trained
+from benchmark.kit.data.loaders import step_generator
+from benchmark.kit.data.types import SemiSupervisedSplit
+from benchmark.kit.health import PseudoLabels
+from benchmark.kit.models import create_backbone
+from benchmark.kit.training import TrainingLoop
 
 from ..common import LabeledBatches, UnlabeledBatches, WLIClassifier, probe_wli_head
 from ..registry import register_method

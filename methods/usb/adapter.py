@@ -20,7 +20,7 @@ What runs of semilearn, and what does not:
   `evaluate()` (USB's usb_cv configs use ema_m=0, so its evaluate() sees the raw model too), and
   `algorithm.it` restarts from 0. The warm-up counts inside the profile's iteration budget, so every
   method makes the same number of parameter updates (USB runs it on top of num_train_iter).
-- Under torchrun (`benchmark.distributed`) `algorithm.model` is the DistributedDataParallel wrapper of
+- Under torchrun (`benchmark.kit.distributed`) `algorithm.model` is the DistributedDataParallel wrapper of
   our network, so `train_step` averages gradients across processes, and semilearn's own switches
   (`distributed`, `rank`, `world_size`) are on, so its hooks gather their batch statistics from every
   process as in USB's distributed runs (FreeMatch's and SoftMatch's thresholds, distribution
@@ -30,23 +30,23 @@ from __future__ import annotations
 
 import contextlib
 import io
-from fractions import Fraction
 import random
 import warnings
 from collections import OrderedDict
+from fractions import Fraction
 from inspect import signature
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
-from benchmark import distributed
-from benchmark.contract import RunContext, Trained
-from benchmark.data.types import SemiSupervisedSplit
-from benchmark.errors import ConfigError
-from benchmark.health import PseudoLabels
-from benchmark.models import create_backbone
-from benchmark.training import TrainingLoop, predict_logits
+from benchmark.kit import distributed
+from benchmark.kit.contract import RunContext, Trained
+from benchmark.kit.data.types import SemiSupervisedSplit
+from benchmark.kit.errors import ConfigError
+from benchmark.kit.health import PseudoLabels
+from benchmark.kit.models import create_backbone
+from benchmark.kit.training import TrainingLoop, predict_logits
 
 from ..common import LabeledBatches, UnlabeledBatches, WLIClassifier, import_semilearn, probe_wli_head
 

@@ -2,10 +2,8 @@
 `train_step`), run by `USBRun`; hyper-parameters live in benchmark/configs/methods/<name>.yaml."""
 from __future__ import annotations
 
-from benchmark.contract import RunContext, Trained
-from benchmark.data.types import SemiSupervisedSplit
-
-from benchmark.contract import VIEW_MODES
+from benchmark.kit.contract import VIEW_MODES, RunContext, Trained
+from benchmark.kit.data.types import SemiSupervisedSplit
 
 from ..registry import Cost, register_method
 from ..schema import DashConfig, FixMatchConfig, FlexMatchConfig, FreeMatchConfig, SoftMatchConfig

@@ -1,0 +1,118 @@
+"""Effective run configuration of one grid cell: the schema's defaults (`benchmark.kit.schema`), the
+profile's YAML (a small delta over them), the method's YAML (its values, then its block for that profile),
+then `--set key=value` pairs; checked against the typed schema at each step, before any cell starts. The
+result is a plain nested dict that a run records.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+import methods
+from benchmark.kit.config_files import load_profile, method_config
+from benchmark.kit.errors import ConfigError, unknown_name
+from benchmark.kit.files import stable_hash
+from benchmark.kit.schema import ProfileConfig, declared, validate
+
+# Keys that say where or how a run happens, not what it computes: left out of the config hash.
+_UNHASHED = ("device", "out", "progress")
+# Top-level keys a cell's config has beyond the profile's sections: set from the grid cell.
+_CELL_KEYS = ("method", "profile", "seed", "labels")
+
+
+def parse_overrides(pairs: list[str] | None) -> dict[str, Any]:
+    """`["train.iterations=50", "method.T=0.5"]` -> {"train.iterations": 50, "method.T": 0.5}."""
+    overrides = {}
+    for pair in pairs or []:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"bad --set '{pair}'; expected key=value, e.g. train.iterations=100")
+        try:
+            overrides[key.strip()] = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            raise ConfigError(f"bad --set '{pair}': the value is not valid YAML") from None
+    return overrides
+
+
+def set_dotted(cfg: dict, key: str, value: Any) -> None:
+    """Set `a.b.c` in a nested dict; unknown keys are refused so a typo is not silently ignored.
+
+    A key the schema declares is set even where the config does not hold it yet (`config keys` lists it,
+    so `--set` takes it): an overlay's keys (MICS's `method.finetune.train.*`) are there only once set,
+    and a section a profile turns off (`init: null`) is made when one of its keys is set."""
+    node = cfg
+    parts = key.split(".")
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        if isinstance(node, dict) and node.get(part) is None:
+            kind = _declared(cfg, parts[: i + 1])
+            if last and kind is True:
+                node[part] = None
+            elif not last and isinstance(kind, type):
+                node[part] = {}
+        if not isinstance(node, dict) or part not in node:
+            where = ".".join(parts[:i]) or "the top level"
+            valid = sorted(node) if isinstance(node, dict) else []
+            raise unknown_name(f"config key under {where} in '{key}'", part, valid)
+        if i == len(parts) - 1:
+            node[part] = value
+        else:
+            node = node[part]
+
+
+def _declared(cfg: dict, parts: list[str]):
+    """`benchmark.kit.schema.declared` of the key in the schema of `cfg`: its profile's sections, and under
+    `method` its method's own."""
+    if parts[0] != "method":
+        return declared(ProfileConfig, ".".join(parts))
+    if len(parts) == 1 or not isinstance(cfg.get("method"), dict) or "name" not in cfg["method"]:
+        return False
+    return declared(methods.get_method(cfg["method"]["name"]).config, ".".join(parts[1:]))
+
+
+def validate_config(cfg: dict, source: str) -> dict:
+    """A cell's config checked against the schema (the profile's sections and the method's own), with
+    each value in its declared type; a bad value is a one-line ConfigError naming `source` and the key."""
+    sections = {key: value for key, value in cfg.items() if key not in _CELL_KEYS}
+    checked = validate(ProfileConfig, sections, source)
+    out = {**cfg, **{key: checked[key] for key in sections}}
+    if "method" in cfg:
+        schema = methods.get_method(cfg["method"]["name"]).config
+        out["method"] = validate(schema, cfg["method"], source, prefix="method")
+    return out
+
+
+def build_config(
+    profile: str,
+    method: str,
+    mode: str,
+    dataset: str,
+    labels: float,
+    seed: int,
+    overrides: dict[str, Any] | None = None,
+    data_root: str | None = None,
+    nbi: str | None = None,
+) -> dict:
+    """The effective config of one grid cell."""
+    cfg = load_profile(profile)
+    settings, source = method_config(method, profile)
+    schema = methods.get_method(method).config
+    cfg["method"] = validate(schema, {**settings, "name": method, "mode": mode}, source, prefix="method")
+    cfg["profile"] = profile
+    cfg["seed"] = int(seed)
+    cfg["labels"] = float(labels)
+    cfg["data"]["name"] = dataset
+    if data_root is not None:
+        cfg["data"]["root"] = str(data_root)
+    if nbi is not None:
+        cfg["data"]["nbi"] = nbi
+        cfg = validate_config(cfg, "--nbi")
+    for key, value in (overrides or {}).items():
+        set_dotted(cfg, key, value)
+    return validate_config(cfg, "--set") if overrides else cfg
+
+
+def config_hash(cfg: dict) -> str:
+    """A short stable hash of what a run computes (where it runs and writes is left out)."""
+    return stable_hash({k: v for k, v in cfg.items() if k not in _UNHASHED}, length=12)

@@ -1,0 +1,61 @@
+"""The MICS paper's printed numbers (Tables II-IV, shipped under `benchmark/configs/reference/`) and how its
+names map onto ours. Only the comparison with the paper reads the numbers; our own tables take
+nothing from here but the ablation tables' layout (which components each setting switches on)."""
+from __future__ import annotations
+
+import pandas as pd
+
+from benchmark.kit.config_files import config_file
+
+# The component columns each table shows (the others are on in every row of that table).
+COMPONENTS: dict[str, tuple[str, ...]] = {
+    "III": ("consistency", "reconstructive", "aligned"),
+    "IV": ("encoder_wli", "encoder_nbi", "svd", "tmc"),
+}
+COMPONENT_NAMES = {
+    "consistency": "Consistency", "reconstructive": "Reconstructive", "aligned": "Aligned",
+    "encoder_wli": "WLI enc.", "encoder_nbi": "NBI enc.", "svd": "SVD", "tmc": "TMC",
+}
+
+
+def ablations() -> dict[str, tuple[str, str]]:
+    """Paper setting -> (our method, row label), as each method declares at registration (`paper_rows`);
+    `pretrain-all` and `finetune-all` are both the full model."""
+    import methods
+
+    return {setting: (spec.name, label) for spec in methods.list_methods() for setting, label in spec.paper_rows}
+
+
+def ablation_presets() -> set[str]:
+    """Our ablation methods (the full model is not one: it is Table II's MICS)."""
+    import methods
+
+    return {spec.name for spec in methods.list_methods("ablation")}
+
+
+def _read_csv(name: str) -> pd.DataFrame:
+    with config_file("reference", name).open("r", encoding="utf-8") as f:
+        return pd.read_csv(f)
+
+
+def _ablation_csv() -> pd.DataFrame:
+    return _read_csv("table3_table4.csv")
+
+
+def ablation_layout(table: str) -> list[tuple[str, str, tuple[bool, ...]]]:
+    """Rows of Table III or IV in the paper's order: (our method, label, component check marks)."""
+    rows = _ablation_csv().query("table == @table").drop_duplicates("setting")
+    names = ablations()
+    return [(*names[r.setting], tuple(bool(getattr(r, c)) for c in COMPONENTS[table]))
+            for r in rows.itertuples()]
+
+
+def paper_numbers() -> pd.DataFrame:
+    """Every printed number, under our names: table, method, mode, dataset, labels, top1."""
+    t2 = _read_csv("table2.csv")
+    t2 = t2.assign(table="II", method=t2["method"].str.lower())
+    ab = _ablation_csv()
+    names = ablations()
+    ab = ab.assign(method=ab["setting"].map(lambda s: names[s][0]), mode="fused")
+    cols = ["table", "method", "mode", "dataset", "labels", "top1"]
+    return pd.concat([t2[cols], ab[cols]], ignore_index=True).astype({"labels": float})
