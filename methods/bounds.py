@@ -27,13 +27,14 @@ def _train_supervised(data: SemiSupervisedSplit, cfg: dict, ctx: RunContext) -> 
     return TrainingLoop(model, cfg["train"], ctx, data.val).run(step)
 
 
-@register_method("supervised", modes=("single",), description="lower bound: labeled WLI images only",
+@register_method("supervised", modes=("single",), label="Supervised",
+                 description="lower bound: labeled WLI images only",
                  unlabeled=False, uses_unlabeled=False)
 def train_supervised(data: SemiSupervisedSplit, cfg: dict, ctx: RunContext) -> Trained:
     return _train_supervised(data, cfg, ctx)
 
 
-@register_method("fullysupervised", modes=("single",), fixed_labels=100.0,
+@register_method("fullysupervised", modes=("single",), fixed_labels=100.0, label="Fully supervised",
                  description="upper bound: every training image labeled", unlabeled=False, uses_unlabeled=False)
 def train_fullysupervised(data: SemiSupervisedSplit, cfg: dict, ctx: RunContext) -> Trained:
     return _train_supervised(data, cfg, ctx)

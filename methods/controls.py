@@ -40,12 +40,14 @@ def _with_targets(data: SemiSupervisedSplit, cfg: dict, ctx: RunContext, targets
 
 
 @register_method("positive_control", VIEW_MODES, group="control", config=FixMatchConfig,
+                 label="Positive control (true pseudo-labels)",
                  description="control: FixMatch's loss and mask on the withheld true labels")
 def train_positive_control(data: SemiSupervisedSplit, cfg: dict, ctx: RunContext) -> Trained:
     return _with_targets(data, cfg, ctx, _true_labels(ctx))
 
 
 @register_method("negative_control", VIEW_MODES, group="control", config=FixMatchConfig,
+                 label="Negative control (random pseudo-labels)",
                  description="control: FixMatch's loss and mask on random pseudo-labels")
 def train_negative_control(data: SemiSupervisedSplit, cfg: dict, ctx: RunContext) -> Trained:
     return _with_targets(data, cfg, ctx, _random_labels(ctx, data.num_classes))

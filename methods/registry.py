@@ -83,6 +83,12 @@ class MethodSpec:
     uses_unlabeled: bool = True  # needs unlabeled images: a ratio that leaves none is refused before the grid
     # (setting, row label) of each row of the paper's ablation tables it reproduces (benchmark/reports/reference.py)
     paper_rows: tuple[tuple[str, str], ...] = ()
+    label: str = ""  # the name tables and figures print (the paper's spelling); the registry name if empty
+
+    def describe(self) -> dict:
+        """What a record says of its method, so that reports need no registry: display label, family, group."""
+        return {"label": self.label or self.name, "family": self.family, "group": self.group,
+                "description": self.description, "paper_rows": [list(row) for row in self.paper_rows]}
 
     def stage_iterations(self, cfg: dict, sizes: Sizes) -> dict[str, int]:
         """Iterations of each stage of one run on a split of `sizes` (`SemiSupervisedSplit.sizes()`): the
@@ -106,6 +112,7 @@ def register_method(
     unlabeled: bool = True,
     uses_unlabeled: bool = True,
     paper_rows: tuple[tuple[str, str], ...] = (),
+    label: str = "",
 ) -> Callable[[Callable], Callable]:
     """Register `train` under `name`; the module's last dotted part is its family."""
     for mode in modes:
@@ -117,7 +124,7 @@ def register_method(
             raise ValueError(f"method {name!r} registered twice")
         family = train.__module__.split(".")[1] if "." in train.__module__ else train.__module__
         _REGISTRY[name] = MethodSpec(name, train, tuple(modes), description, family, fixed_labels, group, config,
-                                     cost or Cost(), unlabeled, uses_unlabeled, tuple(paper_rows))
+                                     cost or Cost(), unlabeled, uses_unlabeled, tuple(paper_rows), label)
         return train
 
     return decorator

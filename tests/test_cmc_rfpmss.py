@@ -160,20 +160,22 @@ def test_one_smoke_cell_of_each_writes_a_record(tmp_path, monkeypatch):
 def test_presets_leave_table2_for_their_own_ablation_table():
     import pandas as pd
 
-    from benchmark.kit.records import COLUMNS
+    from benchmark.kit.records import COLUMNS, method_columns
     from benchmark.reports.report import preset_ablation_table, preset_families, table2, to_markdown
 
     def row(method, top1, labels=50.0):
         r = dict.fromkeys(COLUMNS)
         r.update(dataset="synthetic", method=method, mode="fused", labels=labels, seed=0, test_top1=top1,
-                 ci95_low=top1 - 5, ci95_high=top1 + 5, profile="quick", nbi="spectral")
+                 ci95_low=top1 - 5, ci95_high=top1 + 5, profile="quick", nbi="spectral",
+                 **method_columns(get_method(method).describe()))
         return r
 
     results = pd.DataFrame([row("mics", 60.0), row("cmc", 55.0), row("rfpmss", 50.0), row("cmc", 52.0, 5.0),
                             row("cmc_no_csc", 53.0), row("rfpmss_no_nce", 45.0)])
     fused = [rows for heading, rows, _ in table2(results).blocks if heading.startswith("fused")][0]
     assert fused == [("mics", "fused"), ("cmc", "fused"), ("rfpmss", "fused")]
-    assert {"cmc", "rfpmss"} <= set(preset_families()) and "mics" not in preset_families()
+    with_mics_preset = pd.concat([results, pd.DataFrame([row("mics_t3_vanilla", 40.0)])])
+    assert preset_families(with_mics_preset) == ["cmc", "rfpmss"]  # MICS's presets are Tables III/IV
     t = preset_ablation_table(results, "cmc")
     assert [r for _, rows, _ in t.blocks for r in rows] == [("cmc", "fused"), ("cmc_no_csc", "fused")]
     assert list(t.mean.columns) == [("synthetic", 50.0)]  # only the ratios the presets ran

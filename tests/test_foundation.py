@@ -106,6 +106,8 @@ def test_a_smoke_run_writes_a_complete_record(tmp_path, smoke_args):
     assert record["n_unlabeled"] + record["n_val"] + record["n_test"] == 240 and record["n_labeled"] == 72
     assert record["unlabeled_mask_rate"] is None and record["pseudo_label_acc"] is None  # no mask
     assert isinstance(record["collapsed"], bool)
+    # the method as registered, so that reports need no registry
+    assert (record["label"], record["family"], record["group"]) == ("Supervised", "bounds", "table2")
 
 
 def test_data_describe_and_samples(tmp_path, capsys):

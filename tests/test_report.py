@@ -12,8 +12,9 @@ import pytest
 
 import benchmark.reports.plots
 from benchmark.cli import main
-from benchmark.kit.records import COLUMNS, rebuild_results_csv, run_dir
+from benchmark.kit.records import COLUMNS, method_columns, rebuild_results_csv, run_dir
 from benchmark.reports.report import compare_paper, table2, to_latex, to_markdown
+from methods import get_method
 
 RATIOS = (5.0, 10.0, 30.0, 50.0)
 CLASSES = ("a", "b", "c")
@@ -23,7 +24,7 @@ def _row(dataset: str, method: str, mode: str, labels: float, top1: float, seed:
     row = dict.fromkeys(COLUMNS)
     row.update(dataset=dataset, method=method, mode=mode, labels=labels, seed=seed, test_top1=top1,
                ci95_low=top1 - 5, ci95_high=top1 + 5, profile="quick", nbi="spectral", image_size=64,
-               arch="vit_tiny_patch16_224", data_root="/data/kvasir")
+               arch="vit_tiny_patch16_224", data_root="/data/kvasir", **method_columns(get_method(method).describe()))
     row.update(extra)
     return row
 
@@ -109,7 +110,8 @@ def _write_record(out: Path, dataset: str, method: str, mode: str, labels: float
     config = {"data": {"name": dataset, "nbi": "spectral", "root": None, "image_size": 64, **data},
               "model": {"arch": "vit_tiny_patch16_224"}, "profile": "quick"}
     record = {"method": method, "mode": mode, "dataset": dataset, "labels": labels, "seed": 0, "profile": "quick",
-              "test_top1": top1, "test_top1_ci95": [top1 - 4, top1 + 4], "config": config}
+              "test_top1": top1, "test_top1_ci95": [top1 - 4, top1 + 4], "config": config,
+              **get_method(method).describe()}
     folder = run_dir(out, dataset, method, mode, labels, 0)
     folder.mkdir(parents=True)
     (folder / "result.json").write_text(json.dumps(record))

@@ -16,15 +16,17 @@ from benchmark.harness.config import build_config
 from benchmark.harness.runner import expand_grid
 from benchmark.kit.data import load_dataset, make_split
 from benchmark.kit.probe import fit_linear_probe, probe_heads
-from benchmark.kit.records import COLUMNS
+from benchmark.kit.records import COLUMNS, method_columns
 from benchmark.reports.comparison import detectable_difference, paired_differences
 from benchmark.reports.report import comparison_report, table2, to_latex, to_markdown
+from methods import get_method
 
 
 def _row(dataset: str, method: str, mode: str, labels: float, top1: float, seed: int = 0) -> dict:
     row = dict.fromkeys(COLUMNS)
     row.update(dataset=dataset, method=method, mode=mode, labels=labels, seed=seed, test_top1=top1,
-               ci95_low=top1 - 2, ci95_high=top1 + 2, profile="quick", nbi="spectral", collapsed=False)
+               ci95_low=top1 - 2, ci95_high=top1 + 2, profile="quick", nbi="spectral", collapsed=False,
+               **method_columns(get_method(method).describe()))
     return row
 
 

@@ -15,8 +15,7 @@ from tqdm import tqdm
 from benchmark.kit.errors import BenchmarkError, ConfigError
 from benchmark.kit.files import zip_problem
 from benchmark.kit.records import read_results, run_dir
-from benchmark.reports.reference import ablation_presets
-from benchmark.reports.report import FULL, dataset_order, method_name, method_order
+from benchmark.reports.report import ABLATION, FULL, dataset_order, in_group, method_names, method_order
 
 # Per method, the mode its panel shows unless --mode says otherwise: its multimodal one first.
 MODE_PREFERENCE = ("fused", "multi", "single")
@@ -37,7 +36,8 @@ def main(args: argparse.Namespace) -> int:
     from benchmark.reports import plots  # matplotlib and umap are slow to import: only for this command
 
     results = read_results(args.out)
-    results = results[~results["method"].isin(ablation_presets()) & (results["method"] != FULL)]
+    results = results[~in_group(results, ABLATION) & (results["method"] != FULL)]
+    names = method_names(results)
     at = results[(results["labels"] == args.labels) & (results["seed"] == args.seed)]
     if at.empty:
         raise BenchmarkError(f"no finished run at {args.labels:g}% labels, seed {args.seed} in {args.out}; "
@@ -61,7 +61,7 @@ def main(args: argparse.Namespace) -> int:
             raise BenchmarkError(f"{path} is damaged ({problem}); `run` the same grid again to redo that cell")
         with np.load(path) as saved:
             classes = [str(c) for c in saved["classes"]]
-            panels.append((f"{method_name(method)} ({mode})", plots.umap_embedding(saved["features"]), saved["labels"]))
+            panels.append((f"{names[method]} ({mode})", plots.umap_embedding(saved["features"]), saved["labels"]))
     if not panels:
         raise BenchmarkError(f"no {args.mode} run of {dataset} at {args.labels:g}% labels, seed {args.seed}")
     title = f"UMAP of test features: {dataset}, {args.labels:g}% labels, seed {args.seed}"

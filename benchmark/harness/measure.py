@@ -40,7 +40,7 @@ from torch.nn.modules.module import register_module_forward_hook, register_modul
 import methods
 from benchmark.harness.runner import Cell, cell_configs, run_cell
 from benchmark.kit import budget
-from benchmark.kit.contract import RunContext
+from benchmark.kit.contract import VIEW_MODES, RunContext
 from benchmark.kit.data import load_dataset, make_split
 from benchmark.kit.data.types import SemiSupervisedSplit
 from benchmark.kit.records import write_json_atomic
@@ -511,7 +511,7 @@ def measure(profile: str, pairs: list[Pair], configs: dict[Pair, tuple[dict, flo
         record["sizes"] = {"train": len(split.train_index), "labeled": len(split.labeled),
                            "val": len(split.val), "test": len(split.test)}
         modes = {}
-        for mode in ("single", "multi"):
+        for mode in VIEW_MODES:
             if mode not in train_cfgs:
                 continue
             loader = measure_loader(split, train_cfgs[mode], mode, device, steps)

@@ -527,7 +527,7 @@ def _train_and_evaluate(cell: Cell, cfg: dict, out: Path, device: str, show_prog
     wall = time.perf_counter() - start
     record = {
         "method": cell.method, "mode": cell.mode, "dataset": cell.dataset, "labels": cell.labels,
-        "seed": cell.seed, "profile": cfg["profile"],
+        "seed": cell.seed, "profile": cfg["profile"], **spec.describe(),
         "test_top1": float(correct.mean() * 100),
         "test_top1_last": float((last_logits.argmax(1).numpy() == split.test.labels).mean() * 100),
         "val_top1_best": trained.val_top1_best,

@@ -79,6 +79,7 @@ COLUMNS = [
     "val_top1_best", "ci95_low", "ci95_high", "n_labeled", "n_unlabeled", "n_val", "n_test",
     "iterations", "wall_s", "device", "peak_rss_mb", "nbi", "data_root", "image_size", "arch", "init",
     "unlabeled_mask_rate", "pseudo_label_acc", "pseudo_label_acc_all", "collapsed", "config_hash", "code_version",
+    "label", "family", "group", "description", "paper_rows",  # the method as its registration describes it
 ]
 
 
@@ -93,7 +94,15 @@ def _row(rec: dict) -> dict:
     row["image_size"] = cfg["data"].get("image_size")
     row["arch"] = cfg["model"].get("arch")
     row["init"] = cfg["model"].get("init", "random")
+    row.update(method_columns({"label": rec["method"], "family": rec["method"], "group": "table2", **rec}))
     return row
+
+
+def method_columns(described: dict) -> dict:
+    """results.csv's columns of what a record says of its method (`MethodSpec.describe`); a record written
+    before they were kept reads as a Table II row under its registry name."""
+    return {"label": described["label"], "family": described["family"], "group": described["group"],
+            "description": described.get("description", ""), "paper_rows": json.dumps(described.get("paper_rows", []))}
 
 
 def records_table(out: Path) -> pd.DataFrame:

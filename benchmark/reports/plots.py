@@ -15,12 +15,13 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from benchmark.kit.files import write_if_changed  # noqa: E402
-from benchmark.reports.report import BOUNDS, DATASET_NAMES, FULL, MODES, dataset_order, method_name, method_order  # noqa: E402
+from benchmark.reports.reference import PAPER_METHOD  # noqa: E402
+from benchmark.reports.report import BOUNDS, DATASET_NAMES, FULL, MODES, dataset_order, method_order  # noqa: E402
 
 # The paper's Fig. 8 settings; the seed makes the layout reproducible (and UMAP single-threaded,
 # which it would otherwise force with a warning).
 UMAP_SETTINGS = {"n_components": 2, "n_neighbors": 30, "min_dist": 1.0, "random_state": 0, "n_jobs": 1}
-MICS_STYLE = {"color": "crimson", "linewidth": 3.0, "marker": "*", "markersize": 12, "zorder": 5}
+PAPER_METHOD_STYLE = {"color": "crimson", "linewidth": 3.0, "marker": "*", "markersize": 12, "zorder": 5}
 
 
 def save_figure(fig, path: Path) -> Path:
@@ -30,13 +31,13 @@ def save_figure(fig, path: Path) -> Path:
     return write_if_changed(path, buffer.getvalue())
 
 
-def accuracy_vs_labels(summary: pd.DataFrame, path: Path) -> Path:
+def accuracy_vs_labels(summary: pd.DataFrame, names: dict[str, str], path: Path) -> Path:
     """One panel per dataset: test accuracy against label ratio, one line per method and mode
-    (single dashed, multi solid, MICS highlighted), supervised bounds in grey. `summary` is
-    `report.summarize` of the Table II rows."""
+    (single dashed, multi solid, the paper's method highlighted), supervised bounds in grey. `summary` is
+    `report.summarize` of the Table II rows, `names` their labels (`report.method_names`)."""
     datasets = dataset_order(summary["dataset"])
     fig, axes = plt.subplots(1, len(datasets), figsize=(5.5 * len(datasets), 4.2), squeeze=False)
-    baselines = [m for m in method_order(summary["method"]) if m not in BOUNDS and m != "mics"]
+    baselines = [m for m in method_order(summary["method"]) if m not in BOUNDS and m != PAPER_METHOD]
     colors = {m: plt.cm.tab10(i % 10) for i, m in enumerate(baselines)}
     for ax, dataset in zip(axes[0], datasets):
         part = summary[summary["dataset"] == dataset]
@@ -46,17 +47,17 @@ def accuracy_vs_labels(summary: pd.DataFrame, path: Path) -> Path:
                 if line.empty:
                     continue
                 if method == FULL:
-                    ax.axhline(line["mean"].iloc[-1], color="grey", linestyle="-.", label=f"{method_name(method)} (100%)")
+                    ax.axhline(line["mean"].iloc[-1], color="grey", linestyle="-.", label=f"{names[method]} (100%)")
                     continue
-                if method == "mics":
-                    style = MICS_STYLE
+                if method == PAPER_METHOD:
+                    style = PAPER_METHOD_STYLE
                 elif method in BOUNDS:
                     style = {"color": "grey", "linestyle": ":", "marker": "o"}
                 else:
                     style = {"color": colors[method], "linestyle": "--" if mode == "single" else "-", "marker": "o"}
                 std = line["std"].where(line["n"] > 1)
                 ax.errorbar(line["labels"], line["mean"], yerr=std.fillna(0).to_numpy(), capsize=3,
-                            label=f"{method_name(method)} ({mode})", **style)
+                            label=f"{names[method]} ({mode})", **style)
         ax.set_title(DATASET_NAMES.get(dataset, dataset))
         ax.set_xlabel("labeled training images (%)")
         ax.set_ylabel("test top-1 accuracy (%)")
@@ -140,7 +141,7 @@ def umap_figure(panels: list[tuple[str, np.ndarray, np.ndarray]], classes: list[
     return written
 
 
-def comparison_intervals(comparison: pd.DataFrame, path: Path) -> Path:
+def comparison_intervals(comparison: pd.DataFrame, names: dict[str, str], path: Path) -> Path:
     """The mean paired difference to the supervised bound with its 95 % interval, one row per method and mode,
     one panel per (dataset, ratio): rliable's interval-estimate plot for `benchmark.reports.comparison`'s rows."""
     comparison = comparison[comparison["diff_low"].notna()]
@@ -164,7 +165,7 @@ def comparison_intervals(comparison: pd.DataFrame, path: Path) -> Path:
         ax.set_title(f"{DATASET_NAMES.get(dataset, dataset)} {labels:g}%")
         ax.set_xlabel("difference to supervised (points)")
         ax.grid(axis="x", alpha=0.3)
-    axes[0][0].set_yticks(range(len(rows)), [f"{method_name(m)} ({mode})" for m, mode in rows])
+    axes[0][0].set_yticks(range(len(rows)), [f"{names[m]} ({mode})" for m, mode in rows])
     axes[0][0].invert_yaxis()
     fig.suptitle("Mean paired difference to the supervised bound over seeds, 95 % interval "
                  "(green: above, red: below, grey: not distinguishable)", fontsize=9)

@@ -11,16 +11,17 @@ from benchmark.kit.contract import MODES
 from benchmark.kit.files import warn_once, write_if_changed, zip_problem
 from benchmark.kit.records import run_dir
 from benchmark.reports.comparison import paired_differences
-from benchmark.reports.reference import ablation_presets
 from benchmark.reports.report import (
-    CONTROLS,
+    ABLATION,
     FULL,
+    TABLE2,
     ablation_table,
     compare_paper,
     comparison_report,
     dataset_order,
     health_report,
-    method_name,
+    in_group,
+    method_names,
     method_order,
     preset_ablation_table,
     preset_families,
@@ -45,8 +46,9 @@ def write_reports(results: pd.DataFrame, out: Path, reports: Path, formats=FORMA
     tables = [("table2", table2(results), "tab:table2", TITLES["table2"]),
               ("table3", ablation_table(results, "III"), "tab:table3", TITLES["table3"]),
               ("table4", ablation_table(results, "IV"), "tab:table4", TITLES["table4"])]
+    names = method_names(results)
     tables += [(f"ablation_{family}", preset_ablation_table(results, family), f"tab:ablation_{family}",
-                f"Ablation of {method_name(family)}") for family in preset_families()]
+                f"Ablation of {names.get(family, family)}") for family in preset_families(results)]
     for name, table, label, title in tables:
         if table is None:
             continue
@@ -56,12 +58,12 @@ def write_reports(results: pd.DataFrame, out: Path, reports: Path, formats=FORMA
             written.append(_write(reports / f"{name}.md", f"# {title}\n\n{to_markdown(table)}"))
     written.append(_write(reports / "health.md", health_report(results)))
     written.append(_write(reports / "comparison.md", comparison_report(results)))
-    comparison = paired_differences(results[~results["method"].isin(ablation_presets())])
+    comparison = paired_differences(results[~in_group(results, ABLATION)])
     if comparison["diff_low"].notna().any():
-        written.append(plots.comparison_intervals(comparison, reports / "comparison.png"))
-    main_rows = results[~results["method"].isin(ablation_presets() | set(CONTROLS))]
+        written.append(plots.comparison_intervals(comparison, names, reports / "comparison.png"))
+    main_rows = results[in_group(results, TABLE2)]
     if not main_rows.empty:
-        written.append(plots.accuracy_vs_labels(summarize(main_rows), reports / "accuracy_vs_labels.png"))
+        written.append(plots.accuracy_vs_labels(summarize(main_rows), names, reports / "accuracy_vs_labels.png"))
         written += _confusion_figures(main_rows, out, reports, plots)
     if compare:
         written.append(_write(reports / "compare_paper.md", compare_paper(results)))
@@ -72,7 +74,7 @@ def _confusion_figures(results: pd.DataFrame, out: Path, reports: Path, plots) -
     """Per dataset, one confusion matrix per method and mode at the lowest label ratio, pooled over
     seeds, in Table II's row order, from the test outputs each run saved (runs whose files are gone
     or damaged are left out)."""
-    written = []
+    written, names = [], method_names(results)
     for dataset in dataset_order(results["dataset"]):
         rows = results[(results["dataset"] == dataset) & (results["method"] != FULL)]
         if rows.empty:
@@ -95,7 +97,7 @@ def _confusion_figures(results: pd.DataFrame, out: Path, reports: Path, plots) -
                         cm = plots.confusion(saved["labels"], saved["logits"].argmax(1), len(classes))
                     counts = cm if counts is None else counts + cm
                 if counts is not None:
-                    panels.append((f"{method_name(method)} ({mode})", counts))
+                    panels.append((f"{names[method]} ({mode})", counts))
         if panels:
             title = f"{dataset}: confusion matrices at {lowest:g}% labels (rows: true class)"
             written.append(plots.confusion_figure(panels, classes, title,

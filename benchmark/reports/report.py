@@ -19,17 +19,11 @@ from tabulate import tabulate
 from benchmark.kit.contract import MODES
 from benchmark.kit.data import DATASETS
 from benchmark.reports.comparison import ABOVE, BELOW, LEVEL, detectable_difference, paired_differences
-from benchmark.reports.reference import COMPONENT_NAMES, COMPONENTS, ablation_layout, ablation_presets, paper_numbers
+from benchmark.reports.reference import COMPONENT_NAMES, COMPONENTS, ablation_layout, paper_numbers, paper_order
 
-# Registry names -> the paper's spelling, in the paper's row order.
-NAMES = {
-    "fixmatch": "FixMatch", "flexmatch": "FlexMatch", "dash": "Dash", "freematch": "FreeMatch",
-    "softmatch": "SoftMatch", "habit": "HABIT", "siavc": "SIAVC", "mics": "MICS", "cmc": "CMC", "rfpmss": "RFPMSS",
-    "supervised": "Supervised", "fullysupervised": "Fully supervised",
-    "positive_control": "Positive control (true pseudo-labels)",
-    "negative_control": "Negative control (random pseudo-labels)",
-}
-CONTROLS = ("positive_control", "negative_control")  # the grid's power: in reports/comparison.md, not Table II
+# The groups a method registers in (written into each record): Table II, ablation presets (their own tables),
+# controls (the grid's power: in reports/comparison.md, not Table II).
+TABLE2, ABLATION, CONTROL = "table2", "ablation", "control"
 DATASET_NAMES = {"synthetic": "Synthetic", "kvasir": "Kvasir", "kvasir-v2": "Kvasir-v2", "paired": "Paired"}
 BOUNDS = ("supervised", "fullysupervised")
 FULL = "fullysupervised"  # trained on every label: one value per dataset, shown in every column
@@ -41,14 +35,19 @@ Row = tuple[str, str]  # (method, mode)
 Column = tuple[str, float]  # (dataset, labels)
 
 
-def method_name(method: str) -> str:
-    return NAMES.get(method, method)
+def method_names(results: pd.DataFrame) -> dict[str, str]:
+    """Method -> the label its records carry (the paper's spelling, declared at registration)."""
+    return dict(zip(results["method"], results["label"].fillna(results["method"])))
+
+
+def in_group(results: pd.DataFrame, group: str) -> pd.Series:
+    return results["group"] == group
 
 
 def method_order(names) -> list[str]:
-    """The paper's order, then methods it does not have, alphabetically."""
-    known = [m for m in NAMES if m in set(names)]
-    return known + sorted(set(names) - set(NAMES))
+    """Table II's order in the paper, then the methods it does not have, alphabetically."""
+    known = [m for m in paper_order() if m in set(names)]
+    return known + sorted(set(names) - set(known))
 
 
 def dataset_order(names) -> list[str]:
@@ -157,9 +156,10 @@ def _nbi_text(nbi: str) -> str:
 
 def table2(results: pd.DataFrame) -> Table | None:
     """Table II from results.csv rows (ablation presets are left out); None without any row."""
-    results = results[~results["method"].isin(ablation_presets() | set(CONTROLS))]
+    results = results[in_group(results, TABLE2)]
     if results.empty:
         return None
+    names = method_names(results)
     summary = summarize(results)
     columns = _columns(summary[summary["method"] != FULL]) or _columns(summary)
     summary = _spread_full(summary, columns)
@@ -185,7 +185,7 @@ def table2(results: pd.DataFrame) -> Table | None:
         if mode == "multi" and (method, "single") in all_rows:
             delta.loc[(method, mode)] = f["mean"].loc[(method, "multi")] - f["mean"].loc[(method, "single")]
     mark = _marks(paired_differences(results), f["mean"])
-    labels = {r: method_name(r[0]) + (" (100% labels)" if r[0] == FULL else "") for r in all_rows}
+    labels = {r: names[r[0]] + (" (100% labels)" if r[0] == FULL else "") for r in all_rows}
     marks = {r: (True, r[1] != "single") for r in all_rows}
     caption = "Top-1 test accuracy (%) on the test split of the model selected on validation. Best of each column in bold. "
     if delta.notna().any().any():
@@ -225,13 +225,12 @@ def _marks_note(mark: pd.DataFrame) -> str:
 
 def ablation_table(results: pd.DataFrame, table: str) -> Table | None:
     """Table III (pre-training components) or IV (fine-tuning components); None unless at least one
-    of its ablation presets has a record. The full model row is MICS at the same ratios."""
-    layout = ablation_layout(table)
-    present = set(results["method"])
-    if not any(method in present for method, _, _ in layout if method != "mics"):
-        return None
+    of its ablation presets has a record. The full model row is the family's Table II method at the same ratios."""
+    layout = ablation_layout(table, results)
     names = [method for method, _, _ in layout]
-    presets = results[results["method"].isin(set(names) - {"mics"})]
+    presets = results[results["method"].isin(names) & in_group(results, ABLATION)]
+    if presets.empty:
+        return None
     summary = summarize(results[results["method"].isin(names) & (results["mode"] == "fused")])
     columns = _columns(summarize(presets))
     rows = [(method, "fused") for method in names if method in set(summary["method"])]
@@ -250,10 +249,9 @@ def preset_ablation_table(results: pd.DataFrame, family: str) -> Table | None:
     """The ablation presets of a fused method family other than MICS (e.g. CMC's), beside the full
     method at the ratios the presets ran; None unless a preset has a record. Rows are labelled by the
     presets' registered descriptions (each says which loss or module is off)."""
-    import methods
-
-    presets = [spec.name for spec in methods.list_methods("ablation") if spec.family == family]
-    if not set(presets) & set(results["method"]):
+    rows_of_family = results[(results["family"] == family) & in_group(results, ABLATION)]
+    presets = list(dict.fromkeys(rows_of_family["method"]))
+    if not presets:
         return None
     names = [family, *presets]
     summary = summarize(results[results["method"].isin(names) & (results["mode"] == "fused")])
@@ -261,19 +259,19 @@ def preset_ablation_table(results: pd.DataFrame, family: str) -> Table | None:
     rows = [(method, "fused") for method in names if method in set(summary["method"])]
     f = _frames(summary, rows, columns)
     delta = pd.DataFrame(math.nan, index=f["mean"].index, columns=f["mean"].columns)
-    labels = {(m, "fused"): f"{method_name(m)} (all)" if m == family else methods.get_method(m).description
-              for m, _ in rows}
-    caption = (f"Ablation of {method_name(family)}: top-1 test accuracy (%). Best of each column in bold. "
+    descriptions = dict(zip(rows_of_family["method"], rows_of_family["description"]))
+    name = method_names(results).get(family, family)
+    labels = {(m, "fused"): f"{name} (all)" if m == family else descriptions[m] for m, _ in rows}
+    caption = (f"Ablation of {name}: top-1 test accuracy (%). Best of each column in bold. "
                + _seeds_note(f["n"]) + " " + _data_note(results[results["method"].isin(presets)]))
     return Table(**f, delta=delta, best=_best(f["mean"], rows), blocks=[("", rows, True)], labels=labels,
                  mark_names=(), marks={r: () for r in rows}, caption=caption, mark=_no_marks(delta))
 
 
-def preset_families() -> list[str]:
-    """Method families with registered ablation presets, MICS aside (its presets are Tables III/IV)."""
-    import methods
-
-    return sorted({spec.family for spec in methods.list_methods("ablation")} - {"mics"})
+def preset_families(results: pd.DataFrame) -> list[str]:
+    """Method families with ablation records whose presets are not rows of the paper's Tables III/IV."""
+    presets = results[in_group(results, ABLATION)]
+    return sorted(set(presets.loc[presets["paper_rows"].isin(["[]", ""]) | presets["paper_rows"].isna(), "family"]))
 
 
 def _seeds_note(n: pd.DataFrame) -> str:
@@ -445,7 +443,9 @@ def health_report(results: pd.DataFrame) -> str:
 def comparison_report(results: pd.DataFrame) -> str:
     """reports/comparison.md: every method, the fully supervised bound and the controls against the supervised
     bound, paired by seed (`benchmark.reports.comparison`), and the smallest difference the grid detects."""
-    comparison = paired_differences(results[~results["method"].isin(ablation_presets())])
+    comparison = paired_differences(results[~in_group(results, ABLATION)])
+    controls = set(results.loc[in_group(results, CONTROL), "method"])
+    names = method_names(results)
     lines = ["# Every method against the supervised bound", "",
              "A method and the supervised bound at the same ratio and seed share the labeled split and the test "
              "split, so each seed gives one paired difference (method − bound, points). Per cell: the mean "
@@ -467,14 +467,14 @@ def comparison_report(results: pd.DataFrame) -> str:
     comparison = comparison.assign(order=comparison["method"].map(order), mode_order=comparison["mode"].map(MODES.index))
     headers = ["dataset", "method", "mode", "labels %", "seeds", "method", "bound", "difference [95 % CI]",
                "P(improvement)", "mark", "collapsed runs"]
-    sections = (("Table II", ~comparison["method"].isin((FULL, *CONTROLS))),
+    sections = (("Table II", ~comparison["method"].isin({FULL, *controls})),
                 ("The fully supervised bound (every label)", comparison["method"] == FULL),
-                ("Controls (the grid's power; not in Table II)", comparison["method"].isin(CONTROLS)))
+                ("Controls (the grid's power; not in Table II)", comparison["method"].isin(controls)))
     for title, rows in sections:
         part = comparison[rows].sort_values(["dataset", "order", "mode_order", "labels"], ascending=[True, True, True, False])
         if part.empty:
             continue
-        body = [[r.dataset, method_name(r.method), r.mode, f"{r.labels:g}", r.seeds, f"{r.mean:.2f}",
+        body = [[r.dataset, names[r.method], r.mode, f"{r.labels:g}", r.seeds, f"{r.mean:.2f}",
                  f"{r.bound_mean:.2f}", _difference_text(r), "" if pd.isna(r.p_improvement) else f"{r.p_improvement:.2f}",
                  MARK_SYMBOLS.get(r.mark, ""), r.collapsed] for r in part.itertuples()]
         lines += [f"## {title}", "", tabulate(body, headers=headers, tablefmt="pipe", disable_numparse=True), ""]
@@ -491,7 +491,8 @@ def compare_paper(results: pd.DataFrame) -> str:
     """Markdown: our value, the paper's, and the difference for every cell both have, after a plain
     statement of where our numbers come from."""
     ours = summarize(results)
-    paper = paper_numbers()
+    paper = paper_numbers(results)
+    names = method_names(results)
     both = paper.merge(ours, on=["method", "mode", "dataset", "labels"], how="inner")
     lines = [
         "# Our results against the MICS paper's printed numbers",
@@ -519,7 +520,7 @@ def compare_paper(results: pd.DataFrame) -> str:
         part = part.assign(diff=part["mean"] - part["top1"], order=part["method"].map(rank),
                            mode_order=part["mode"].map(MODES.index))
         part = part.sort_values(["dataset", "order", "mode_order", "labels"], ascending=[True, True, True, False])
-        rows = [[r.dataset, method_name(r.method), r.mode, f"{r.labels:g}",
+        rows = [[r.dataset, names[r.method], r.mode, f"{r.labels:g}",
                  f"{r.mean:.2f}" + (f" ± {r.std:.2f} ({r.n} seeds)" if r.n > 1 else ""),
                  f"{r.top1:.2f}", f"{r.diff:+.2f}"] for r in part.itertuples()]
         lines += [f"## Table {table}", "",

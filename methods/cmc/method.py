@@ -15,7 +15,7 @@ from benchmark.kit.probe import probe_heads
 from benchmark.kit.training import TrainingLoop
 
 from ..common import PairedBatches, stage_cfg
-from ..registry import Cost, Sizes, Stage, register_method
+from ..registry import Cost, Stage, register_method
 from ..schema import CMCConfig
 from .model import CMCClassifier
 
@@ -78,7 +78,7 @@ COST = Cost(stages=(Stage("warmup", lambda cfg, sizes: stage_iterations(cfg)["wa
                     Stage("train", lambda cfg, sizes: stage_iterations(cfg)["train"])),
             shorten=_shortened)
 
-register_method("cmc", modes=("fused",), config=CMCConfig, cost=COST,
+register_method("cmc", modes=("fused",), config=CMCConfig, cost=COST, label="CMC",
                 description="CMC: modality-specific encoders, CSC loss, MIA fusion, CAC loss on unlabeled pairs")(train)
 for _name, _preset in PRESETS.items():
     register_method(_name, modes=("fused",), description=_preset["description"], group="ablation",

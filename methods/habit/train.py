@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmark.kit.contract import Batch, RunContext, Trained
+from benchmark.kit.contract import VIEW_MODES, Batch, RunContext, Trained
 from benchmark.kit.data.loaders import step_generator
 from benchmark.kit.data.types import SemiSupervisedSplit
 from benchmark.kit.health import PseudoLabels
@@ -43,7 +43,7 @@ class HABITModel(nn.Module):
         return torch.cat(tuple(self.teacher(batch["wli"]).features), dim=1)
 
 
-@register_method("habit", modes=("single", "multi"),
+@register_method("habit", modes=VIEW_MODES, label="HABIT",
                  description="HABIT (TMI 2023): MRNet two-path ViT, RFC, CMH teacher", config=HABITConfig)
 def train(data: SemiSupervisedSplit, cfg: dict, ctx: RunContext) -> Trained:
     hp, tr = cfg["method"], cfg["train"]

@@ -263,7 +263,7 @@ COST = Cost(stages=(Stage("pretrain", _pretrain_stage_iterations, eval_every=Non
             shorten=_shortened)
 
 # Pre-training takes every training pair, labeled or not: MICS runs at 100% labels too.
-register_method("mics", modes=("fused",), config=MICSConfig, cost=COST, uses_unlabeled=False,
+register_method("mics", modes=("fused",), config=MICSConfig, cost=COST, uses_unlabeled=False, label="MICS",
                 description="MICS: synergistic pre-training, shift vector dictionary, fusion + TMC fine-tuning",
                 paper_rows=(("pretrain-all", "MICS (all)"), ("finetune-all", "MICS (all)")))(train)
 for _name, _preset in PRESETS.items():

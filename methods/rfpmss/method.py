@@ -18,7 +18,7 @@ from benchmark.kit.probe import probe_heads
 from benchmark.kit.training import TrainingLoop
 
 from ..common import PairedBatches, stage_cfg
-from ..registry import Cost, Sizes, Stage, register_method
+from ..registry import Cost, Stage, register_method
 from ..schema import RFPMSSConfig
 from .model import MODALITIES, AnchorSpaces, RFPMSSClassifier
 
@@ -104,7 +104,7 @@ COST = Cost(stages=(Stage("pretrain", lambda cfg, sizes: stage_iterations(cfg)["
                     Stage("train", lambda cfg, sizes: stage_iterations(cfg)["train"])),
             shorten=_shortened)
 
-register_method("rfpmss", modes=("fused",), config=RFPMSSConfig, cost=COST,
+register_method("rfpmss", modes=("fused",), config=RFPMSSConfig, cost=COST, label="RFPMSS",
                 description="RFPMSS: multi-anchor Multi-SK semantic-structure consistency + cross-modal contrast, then CE")(train)
 for _name, _preset in PRESETS.items():
     register_method(_name, modes=("fused",), description=_preset["description"], group="ablation",

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmark.kit.contract import RunContext, Trained
+from benchmark.kit.contract import VIEW_MODES, RunContext, Trained
 from benchmark.kit.data.loaders import step_generator
 from benchmark.kit.data.types import SemiSupervisedSplit
 from benchmark.kit.health import PseudoLabels
@@ -37,7 +37,7 @@ class SIAVCNet(WLIClassifier):
         return self.backbone.get_classifier()(features), features
 
 
-@register_method("siavc", modes=("single", "multi"),
+@register_method("siavc", modes=VIEW_MODES, label="SIAVC",
                  description="SIAVC (TCSVT 2024), video->image: super augmentation block, cross-set augmentation",
                  config=SIAVCConfig)
 def train(data: SemiSupervisedSplit, cfg: dict, ctx: RunContext) -> Trained:
