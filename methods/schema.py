@@ -3,7 +3,7 @@
 A method is registered with its class here (`register_method(..., config=FixMatchConfig)`), and
 `benchmark.harness.config` checks the section against it when a cell's config is built. The values themselves,
 each beside its source (the paper, USB's config files, the authors' code), are the top level of the
-method's YAML (`benchmark/configs/methods/<name>.yaml`): so every field here is required, and a YAML that
+method's YAML (`configs/methods/<name>.yaml`): so every field here is required, and a YAML that
 misses or misspells a key is refused with the key's name. See `benchmark.kit.schema` for why pydantic.
 """
 from __future__ import annotations

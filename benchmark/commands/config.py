@@ -18,7 +18,7 @@ ACTIONS = ("show", "keys")
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("action", help=f"one of {', '.join(ACTIONS)}")
-    parser.add_argument("--profile", default=DEFAULT_PROFILE, help="profile name (see benchmark/configs/profiles)")
+    parser.add_argument("--profile", default=DEFAULT_PROFILE, help="profile name (see configs/profiles)")
     parser.add_argument("--method", default="supervised", help="registered method name (see `list`)")
     parser.add_argument("--mode", default=None, help="single | multi | fused (default: the method's first)")
     parser.add_argument("--dataset", default=None, help="default: the profile's")

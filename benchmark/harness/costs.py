@@ -5,7 +5,7 @@ Where the costs come from. Every finished grid writes `<reports>/cell_costs.json
 (method, mode, label ratio) the cell's own wall seconds, and per shared stage (a stage cells share through a
 cache, as the registry declares, e.g. MICS's pre-training) the seconds of the run that computed it. With them,
 the wall seconds of one calibration step measured on the same machine at that time. The package ships the same
-file for its CPU profiles (`benchmark/configs/reference/cell_costs_<profile>.json`, from the README's command on
+file for its CPU profiles (`configs/reference/cell_costs_<profile>.json`, from the README's command on
 the machine docs/perf.md describes), so a fresh clone knows its cost; a grid run here refreshes it.
 
 The estimate. Each pending cell costs its measured seconds (a ratio not measured: the nearest measured ratio of
@@ -172,7 +172,7 @@ def write_costs(records: list[dict], configs: list[dict], reports: Path, elapsed
 
 
 def shipped_costs(profile: str):
-    return files("benchmark") / "configs" / "reference" / f"cell_costs_{profile}.json"
+    return files("configs") / "reference" / f"cell_costs_{profile}.json"
 
 
 def load_costs(reports: Path, cfg: dict) -> tuple[dict, str] | None:

@@ -6,9 +6,10 @@ profile). Each method keeps everything about itself in one file, `configs/method
     profiles:
       smoke: {...}          # what a profile changes for this method
 
-The YAML files ship inside the package (`benchmark/configs/`, read through `importlib.resources`); a
-folder named by `$MICS_BENCH_CONFIGS` with the same layout (`profiles/`, `methods/`) comes first, so a
-user can add a profile or change a method's values without editing the installed package. Methods read
+The YAML files are the top-level `configs/` folder, shipped in the wheel as the package `configs` and read
+through `importlib.resources`; a folder named by `$MICS_BENCH_CONFIGS` with the same layout (`profiles/`,
+`methods/`) comes first, so a user can add a profile or change a method's values without editing the
+installed package. Methods read
 their presets here; a cell's whole config is built one floor up (`benchmark.harness.config`).
 """
 from __future__ import annotations
@@ -34,7 +35,7 @@ USER_CONFIGS = "MICS_BENCH_CONFIGS"  # environment variable: a folder of the use
 
 def config_dirs() -> list[Traversable]:
     """Where configs are looked up, first match wins: the user's folder, then the shipped one."""
-    shipped = files("benchmark") / "configs"
+    shipped = files("configs")
     user = os.environ.get(USER_CONFIGS)
     return [Path(user), shipped] if user else [shipped]
 
@@ -108,7 +109,7 @@ def method_config(method: str, profile: str) -> tuple[dict, str]:
 
 
 def method_presets(family: str) -> dict[str, dict]:
-    """The `presets:` block of `benchmark/configs/methods/<family>.yaml`: name -> {description, method}."""
+    """The `presets:` block of `configs/methods/<family>.yaml`: name -> {description, method}."""
     file = config_file("methods", f"{family}.yaml")
     return (_read_yaml(file).get("presets") or {}) if file is not None else {}
 

@@ -1,5 +1,5 @@
 """The typed schema of a run's config: every key of a profile, with its type, default, allowed range and
-meaning, in one place. A profile YAML (`benchmark/configs/profiles/<name>.yaml`) is a small delta over
+meaning, in one place. A profile YAML (`configs/profiles/<name>.yaml`) is a small delta over
 these defaults, which are the `quick` profile's values.
 
     cfg = validate_run(merged_dict, source="--set")   # a plain dict again, every key present and typed

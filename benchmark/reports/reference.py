@@ -1,4 +1,4 @@
-"""The MICS paper's printed numbers (Tables II-IV, shipped under `benchmark/configs/reference/`) and how its
+"""The MICS paper's printed numbers (Tables II-IV, shipped under `configs/reference/`) and how its
 names map onto ours. Only the comparison with the paper reads the numbers; our own tables take
 nothing from here but the ablation tables' layout (which components each setting switches on)."""
 from __future__ import annotations

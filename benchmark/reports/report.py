@@ -497,7 +497,7 @@ def compare_paper(results: pd.DataFrame) -> str:
     lines = [
         "# Our results against the MICS paper's printed numbers",
         "",
-        "The paper's numbers are Tables II-IV of arXiv 2509.17492 as printed (`benchmark/configs/reference/`). "
+        "The paper's numbers are Tables II-IV of arXiv 2509.17492 as printed (`configs/reference/`). "
         "The paper's NBI images were generated from WLI with WtNGAN, which is not public; "
         "ours come from the source stated below, so differences include the NBI source as well as "
         "the model, budget and seeds.",

@@ -127,7 +127,7 @@ class USBRun:
         ssl_iters = self.iterations - self.warmup
         owned = self._harness_args(ssl_iters, batch, uratio)
         for key in method:
-            where = f"'{key}' in benchmark/configs/methods/{name}.yaml"
+            where = f"'{key}' in configs/methods/{name}.yaml"
             if key not in known:
                 raise ConfigError(f"unknown semilearn argument {where}; valid: {', '.join(sorted(set(known) - set(owned)))}")
             if key in owned:

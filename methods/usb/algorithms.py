@@ -1,5 +1,5 @@
 """The five USB baselines of Table II. Each is semilearn's own algorithm class (its hooks and
-`train_step`), run by `USBRun`; hyper-parameters live in benchmark/configs/methods/<name>.yaml."""
+`train_step`), run by `USBRun`; hyper-parameters live in configs/methods/<name>.yaml."""
 from __future__ import annotations
 
 from benchmark.kit.contract import VIEW_MODES, RunContext, Trained
