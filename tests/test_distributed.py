@@ -91,8 +91,9 @@ def test_a_cell_runs_once_with_one_record(launched) -> None:
 def _worker(out: Path) -> None:
     import torch.distributed as dist
 
+    from benchmark.harness.cell import run_cell
     from benchmark.harness.config import build_config
-    from benchmark.harness.runner import Cell, run_cell
+    from benchmark.harness.grid import Cell
     from benchmark.kit import distributed
     from benchmark.kit.contract import RunContext
     from benchmark.kit.data import load_dataset, make_split

@@ -23,7 +23,7 @@ import submitit
 import benchmark.harness.executors as executors
 from benchmark.cli import main
 from benchmark.harness.config import config_hash
-from benchmark.harness.runner import Cell, cell_configs
+from benchmark.harness.grid import Cell, cell_configs
 from benchmark.kit.files import file_lock
 from methods.registry import _REGISTRY, Cost, Stage, get_method, register_method
 

@@ -14,11 +14,11 @@ import timm
 import torch
 from torch import nn
 
-import benchmark.harness.runner
+import benchmark.harness.evaluate
 from benchmark.cli import main
 from benchmark.harness.config import build_config
 from benchmark.harness.disk import probe_loops
-from benchmark.harness.runner import Cell
+from benchmark.harness.grid import Cell
 from benchmark.kit import models
 from benchmark.kit.contract import RunContext
 from benchmark.kit.data.loaders import MEAN, STD, normalised_with, to_tensor
@@ -362,13 +362,13 @@ def test_a_non_finite_loss_stops_the_run_before_its_next_checkpoint(tmp_path):
 
 # -- 9: a cell's whole time ---------------------------------------------------------------------------------
 def test_wall_s_covers_the_test_pass_and_the_outputs(tmp_path, monkeypatch):
-    real = benchmark.harness.runner._save_outputs
+    real = benchmark.harness.evaluate._save_outputs
 
     def slow(*args, **kwargs):
         time.sleep(1.5)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(benchmark.harness.runner, "_save_outputs", slow)
+    monkeypatch.setattr(benchmark.harness.evaluate, "_save_outputs", slow)
     assert main(["run", *SMOKE, "--method", "supervised", "--labels", "50", "--out", str(tmp_path),
                  "--set", "train.iterations=1"]) == 0
     assert _record(tmp_path)["wall_s"] >= 1.5

@@ -186,7 +186,7 @@ def test_the_shipped_quick_costs_fit_the_readme_grid() -> None:
     profile's settings and budget (else it is silently not used) and a cost for every cell of that grid. A change
     to the quick profile's data, model or budget fails here until the file is measured again."""
     from benchmark.harness.costs import _budget, _key, cost_settings, load_costs, shipped_costs
-    from benchmark.harness.runner import cell_configs, expand_grid
+    from benchmark.harness.grid import cell_configs, expand_grid
 
     shipped = json.loads(shipped_costs("quick").read_text())
     cells = expand_grid("all", "5,10,30,50", "synthetic")

@@ -21,7 +21,7 @@ from torch import nn
 
 import benchmark.harness.config
 from benchmark.cli import main
-from benchmark.harness.runner import Cell, cell_configs
+from benchmark.harness.grid import Cell, cell_configs
 from benchmark.kit.curves import read_curves
 from benchmark.kit.data.loaders import to_tensor
 from benchmark.kit.training import TrainingLoop

@@ -13,7 +13,7 @@ import torch
 
 from benchmark.cli import main
 from benchmark.harness.config import build_config
-from benchmark.harness.runner import expand_grid
+from benchmark.harness.grid import expand_grid
 from benchmark.kit.data import load_dataset, make_split
 from benchmark.kit.probe import fit_linear_probe, probe_heads
 from benchmark.kit.records import COLUMNS, method_columns

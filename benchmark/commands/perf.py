@@ -10,8 +10,9 @@ from pathlib import Path
 import methods
 from benchmark.harness.config import parse_overrides
 from benchmark.harness.estimate import estimate_grid
-from benchmark.harness.measure import SUPERVISED, measure, measured_configs, write_record
-from benchmark.harness.runner import cell_configs, expand_grid
+from benchmark.harness.grid import cell_configs, expand_grid
+from benchmark.harness.measure import SUPERVISED, measure, measured_configs
+from benchmark.harness.perf_record import write_record
 from benchmark.kit.config_files import DEFAULT_PROFILE, PROFILES, load_profile
 from benchmark.kit.contract import MODES
 from benchmark.kit.data import DATASETS, dataset_key

@@ -11,23 +11,15 @@ from pathlib import Path
 
 import torch
 
-import methods
+from benchmark.harness.cell import Outcome, cell_status, is_done
 from benchmark.harness.config import parse_overrides
 from benchmark.harness.costs import estimate, write_costs
 from benchmark.harness.disk import grid_disk
 from benchmark.harness.estimate import dry_run_estimate
 from benchmark.harness.executors import EXECUTORS, follow_jobs, run_pool, submit_to_slurm, take_slurm_settings
-from benchmark.harness.measure import process_age_s
-from benchmark.harness.runner import (
-    Cell,
-    Outcome,
-    cell_configs,
-    cell_status,
-    check_cells,
-    expand_grid,
-    is_done,
-    run_grid,
-)
+from benchmark.harness.grid import Cell, cell_configs, check_cells, expand_grid
+from benchmark.harness.perf_record import process_age_s
+from benchmark.harness.runner import run_grid
 from benchmark.kit import distributed
 from benchmark.kit.config_files import DEFAULT_PROFILE, PROFILES
 from benchmark.kit.data import DATASETS

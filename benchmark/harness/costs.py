@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 import methods
-from benchmark.harness.runner import Cell
+from benchmark.harness.grid import Cell
 from benchmark.kit.files import atomic_write
 from benchmark.kit.models import create_backbone
 from benchmark.kit.runtime import configure_threads

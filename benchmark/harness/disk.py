@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 import methods
-from benchmark.harness.runner import Cell
+from benchmark.harness.grid import Cell
 from benchmark.kit import budget
 from benchmark.kit.contract import RunContext
 from benchmark.kit.data import load_dataset, make_split

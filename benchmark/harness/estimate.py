@@ -18,8 +18,8 @@ import numpy as np
 import torch
 
 import methods
-from benchmark.harness.measure import PERF_FILE, read_record, step_settings
-from benchmark.harness.runner import Cell
+from benchmark.harness.grid import Cell
+from benchmark.harness.perf_record import PERF_FILE, read_record, step_settings
 from benchmark.kit import budget
 from benchmark.kit.data import dataset_key, split_ratios, split_seed
 from benchmark.kit.data.cache import cache_root, key_of

@@ -34,7 +34,9 @@ from submitit.core.utils import FailedJobError
 from tqdm import tqdm
 
 import methods
-from benchmark.harness.runner import LOG, Cell, GridBar, Outcome, is_done, run_cell, summary_line
+from benchmark.harness.cell import Outcome, is_done, run_cell
+from benchmark.harness.grid import LOG, Cell
+from benchmark.harness.runner import GridBar, summary_line
 from benchmark.kit.errors import ConfigError, unknown_name
 from benchmark.kit.files import lock_holder
 from benchmark.kit.lifetime import follow_parent

@@ -3,17 +3,10 @@ turns them into a grid's wall time).
 
 Ours against bare. `measure_method` runs a method's real `train` (its TrainingLoop, its batch assembly
 and augmentation from the cached arrays) for a few steps, watching the end of every step through the
-`RunContext.progress` hook. During one step a `CallRecorder` notes the outermost module calls the step
-makes: which networks, on which inputs, with or without gradients. `BareLoop` replays exactly those
-calls on the recorded tensors (pre-built, so no data work), with a cross-entropy loss, backward and an
-AdamW step: the same forward and backward passes on the same model and batch shapes, without anything
-the harness or the method adds around them. The hook runs one bare step after each timed step of
-ours, so the two alternate step by step in one process and machine load slows both alike; their
-throughput ratio is the harness overhead figure. Throughput counts image passes: the images that go
-through a network in one step (for an SSL method, labeled + weak + strong batch).
-
-Wall and CPU time (`time.process_time`, every thread of the process) are both kept: on a shared
-machine the wall figures move with the load, the CPU figures much less.
+`RunContext.progress` hook, which replays the step's module calls on a bare loop after each timed step
+of ours (`benchmark.harness.bareloop`). Besides: the loader's own throughput (`measure_loader`) and what
+the runner adds to a cell (`measure_cell_overhead`); `measure` gathers them into perf.json's record
+(`benchmark.harness.perf_record`).
 
 A method with several training loops (its `Cost` stages, e.g. MICS's pre-training and fine-tuning)
 gets the figures of each; the measured run's config comes from its `Cost.shorten`.
@@ -21,35 +14,39 @@ gets the figures of each; the measured run's config comes from its `Cost.shorten
 from __future__ import annotations
 
 import copy
-import json
 import math
 import os
-import statistics
 import tempfile
 import time
-import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
 
 import torch
-import torch.nn.functional as F
-from torch import nn
-from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
 
 import methods
-from benchmark.harness.runner import Cell, cell_configs, run_cell
+from benchmark.harness.bareloop import Interleaver, LoopFigures
+from benchmark.harness.cell import run_cell
+from benchmark.harness.grid import Cell, cell_configs
+from benchmark.harness.perf_record import (
+    consumed_img_s,
+    load_average,
+    loader_line,
+    method_line,
+    process_age_s,
+    stage_figures,
+    stages_line,
+    step_settings,
+)
+from benchmark.harness.timing import now
 from benchmark.kit import budget
 from benchmark.kit.contract import VIEW_MODES, RunContext
 from benchmark.kit.data import load_dataset, make_split
 from benchmark.kit.data.types import SemiSupervisedSplit
-from benchmark.kit.records import write_json_atomic
 from benchmark.kit.runtime import code_version, peak_rss_mb, resolve_amp, seed_everything
 from benchmark.kit.training import predict_logits
 from methods.common import LabeledBatches, UnlabeledBatches, import_semilearn
 from methods.registry import REFERENCE
 
-PERF_FILE = "perf.json"
 SKIP = 3  # untimed first steps of a loop: allocation, optimizer state, the first-call costs of libraries
 LABELS = 50.0  # label ratio of the measured runs (batch shapes do not depend on it)
 SEED = 0
@@ -57,257 +54,8 @@ SUPERVISED = (REFERENCE, "single")  # its config is always built: the runner-ove
 
 Pair = tuple[str, str]  # (method, mode)
 
-Stamp = tuple[float, float]  # (wall, CPU) seconds
-
-
-def _now(device: torch.device) -> Stamp:
-    """Wall and CPU clocks, after the device has finished its queued work."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter(), time.process_time()
-
-
-@dataclass
-class StepTimes:
-    """Wall and CPU seconds of the timed steps of one loop."""
-
-    wall: list[float] = field(default_factory=list)
-    cpu: list[float] = field(default_factory=list)
-
-    def add(self, start: Stamp, end: Stamp) -> None:
-        self.wall.append(end[0] - start[0])
-        self.cpu.append(end[1] - start[1])
-
-    def step_s(self) -> float:
-        """The median: a step slowed by another process's burst does not move it."""
-        return statistics.median(self.wall)
-
-    def cpu_step_s(self) -> float:
-        return statistics.median(self.cpu)
-
-
-# ------------------------------------------------------------------------------------ bare replay
-
-
-@dataclass
-class ModuleCall:
-    """One outermost module call of a training step, with its inputs detached and copied."""
-
-    module: nn.Module
-    args: tuple
-    kwargs: dict
-    grad: bool  # whether autograd recorded it (False under torch.no_grad)
-
-    def images(self) -> int:
-        """Image passes: the batch size of each 4-D floating-point input, (N, C, H, W)."""
-        return sum(int(a.shape[0]) for a in self.args
-                   if isinstance(a, torch.Tensor) and a.dim() == 4 and a.is_floating_point())
-
-
-def _detached(value: Any) -> Any:
-    if isinstance(value, torch.Tensor):
-        return value.detach().clone()
-    if isinstance(value, (tuple, list)):
-        return type(value)(_detached(v) for v in value)
-    if isinstance(value, dict):
-        return {k: _detached(v) for k, v in value.items()}
-    return value
-
-
-def _tensors(value: Any) -> Iterator[torch.Tensor]:
-    """Every tensor in a module's output, however nested (tuples, named tuples, dicts)."""
-    if isinstance(value, torch.Tensor):
-        yield value
-    elif isinstance(value, (tuple, list)):
-        for v in value:
-            yield from _tensors(v)
-    elif isinstance(value, dict):
-        for v in value.values():
-            yield from _tensors(v)
-
-
-class CallRecorder:
-    """While active, records every outermost nn.Module call (one not made from inside another module's
-    forward): together they are everything a step runs through its networks, whichever way a method
-    calls them (its model, a submodule, a backbone's blocks from its own code)."""
-
-    def __init__(self):
-        self.calls: list[ModuleCall] = []
-        self._depth = 0
-        self._handles: list = []
-
-    def __enter__(self) -> "CallRecorder":
-        self._handles = [register_module_forward_pre_hook(self._enter),
-                         register_module_forward_hook(self._exit, with_kwargs=True, always_call=True)]
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles = []
-
-    def _enter(self, module: nn.Module, args: tuple) -> None:
-        self._depth += 1
-
-    def _exit(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
-        self._depth -= 1
-        if self._depth == 0:
-            self.calls.append(ModuleCall(module, _detached(args), _detached(kwargs), torch.is_grad_enabled()))
-
-
-class BareLoop:
-    """The recorded calls on their recorded inputs, a cross-entropy loss on every output that carries a
-    gradient (the mean square for outputs that are not (N, C) scores), backward and an AdamW step over
-    the parameters those calls reach: what a plain PyTorch loop would do with the same networks."""
-
-    def __init__(self, calls: list[ModuleCall], lr: float, amp: bool, device: torch.device):
-        self.calls, self.amp, self.device = calls, amp, device
-        params = {id(p): p for c in calls if c.grad for p in c.module.parameters() if p.requires_grad}
-        if not params:
-            raise RuntimeError("the recorded step trained no parameter")
-        self.optimizer = torch.optim.AdamW(params.values(), lr=lr)
-        self.scaler = torch.amp.GradScaler(device.type, enabled=amp)
-        self._targets: dict[int, torch.Tensor] = {}
-
-    def images(self) -> int:
-        return sum(c.images() for c in self.calls)
-
-    def _loss(self, out: torch.Tensor) -> torch.Tensor:
-        if out.dim() == 2:
-            n = out.shape[0]
-            if n not in self._targets:
-                self._targets[n] = torch.zeros(n, dtype=torch.long, device=out.device)
-            return F.cross_entropy(out.float(), self._targets[n])
-        return out.float().square().mean()
-
-    def step(self) -> None:
-        losses = []
-        for call in self.calls:
-            with torch.set_grad_enabled(call.grad), torch.autocast(self.device.type, enabled=self.amp):
-                out = call.module(*call.args, **call.kwargs)
-            if call.grad:
-                losses += [self._loss(t) for t in _tensors(out) if t.requires_grad and t.is_floating_point()]
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(torch.stack(losses).sum()).backward()
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-
 
 # -------------------------------------------------------------------------------- one method
-
-
-@dataclass
-class LoopFigures:
-    """One training loop of a method (a `Stage` of its `Cost`: usually `train`)."""
-
-    ours: StepTimes = field(default_factory=StepTimes)
-    bare: StepTimes = field(default_factory=StepTimes)
-    images: int = 0  # image passes per step
-    iterations: int = 0  # of the measured (shortened) run
-    bare_loop: BareLoop | None = None
-    dtypes: set[str] = field(default_factory=set)  # of its linear layers' outputs in the recorded step
-
-    def summary(self) -> dict:
-        ours_s, bare_s = self.ours.step_s(), self.bare.step_s()
-        ours_img_s, bare_img_s = self.images / ours_s, self.images / bare_s
-        return {"ours_img_s": ours_img_s, "bare_img_s": bare_img_s, "overhead_ratio": ours_img_s / bare_img_s,
-                "images_per_step": self.images, "ours_step_s": ours_s, "bare_step_s": bare_s,
-                "ours_cpu_step_s": self.ours.cpu_step_s(), "bare_cpu_step_s": self.bare.cpu_step_s(),
-                "timed_steps": len(self.ours.wall)}
-
-
-class Interleaver:
-    """`RunContext.progress` hook of a measured run: times each step of ours, records step `skip - 1`'s
-    module calls, and after every timed step runs (and times) one bare step.
-
-    The time spent in the hook itself (bare steps, building the replay) is kept apart in `hook_s`, so
-    ours' step intervals and the run's setup figure exclude it."""
-
-    def __init__(self, skip: int, lr: float, amp: bool, device: torch.device):
-        self.skip, self.lr, self.amp, self.device = skip, lr, amp, device
-        self.loops: dict[str, LoopFigures] = {}
-        self.syncs = SyncCounter(device)  # on CUDA: host syncs inside ours' timed steps
-        self.steps_s = 0.0  # wall time of every step of ours, timed or not
-        self.hook_s = 0.0
-        self._recorder: CallRecorder | None = None
-        self._dtypes: DtypeRecorder | None = None
-        self._last: Stamp | None = None
-
-    def __call__(self, loop: str, done: int, total: int) -> None:
-        self.syncs.pause(loop)
-        entered = _now(self.device)
-        figures = self.loops.setdefault(loop, LoopFigures())
-        figures.iterations = total
-        if done > 0:
-            self.steps_s += entered[0] - self._last[0]
-            if done > self.skip:
-                figures.ours.add(self._last, entered)
-        if done == self.skip and self._recorder is not None:
-            self._recorder.__exit__(None, None, None)
-            self._dtypes.__exit__(None, None, None)
-            figures.dtypes = self._dtypes.dtypes
-            figures.bare_loop = BareLoop(self._recorder.calls, self.lr, self.amp, self.device)
-            figures.images = figures.bare_loop.images()
-            self._recorder = None
-            for _ in range(2):  # its own first steps: optimizer state, allocations
-                figures.bare_loop.step()
-        if done > self.skip and figures.bare_loop is not None:
-            start = _now(self.device)
-            figures.bare_loop.step()
-            figures.bare.add(start, _now(self.device))
-        if done == self.skip - 1:
-            self._recorder = CallRecorder().__enter__()
-            self._dtypes = DtypeRecorder().__enter__()
-        self._last = _now(self.device)
-        self.hook_s += self._last[0] - entered[0]
-        if done >= self.skip:
-            self.syncs.resume(loop)
-
-
-class SyncCounter:
-    """On CUDA, the host syncs a training step makes (`torch.cuda.set_sync_debug_mode`: each synchronizing
-    call warns while it is on): counted only inside ours' timed steps, between two calls of the hook."""
-
-    def __init__(self, device: torch.device):
-        self.enabled = device.type == "cuda"
-        self.counts: dict[str, int] = {}
-        self._caught: list | None = None
-        self._context = None
-
-    def resume(self, loop: str) -> None:
-        if not self.enabled:
-            return
-        self.counts.setdefault(loop, 0)
-        self._context = warnings.catch_warnings(record=True)
-        self._caught = self._context.__enter__()
-        warnings.simplefilter("always")
-        torch.cuda.set_sync_debug_mode("warn")
-
-    def pause(self, loop: str) -> None:
-        if self._context is None:
-            return
-        torch.cuda.set_sync_debug_mode("default")
-        self.counts[loop] += sum("synchroniz" in str(w.message) for w in self._caught)
-        self._context.__exit__(None, None, None)
-        self._context = self._caught = None
-
-
-class DtypeRecorder:
-    """The dtypes of every nn.Linear output while active: what autocast really computes in."""
-
-    def __init__(self):
-        self.dtypes: set[str] = set()
-
-    def __enter__(self) -> "DtypeRecorder":
-        self._handle = register_module_forward_hook(self._record)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._handle.remove()
-
-    def _record(self, module: nn.Module, args: tuple, output: Any) -> None:
-        if isinstance(module, nn.Linear) and isinstance(output, torch.Tensor):
-            self.dtypes.add(str(output.dtype).removeprefix("torch."))
 
 
 @dataclass
@@ -385,10 +133,10 @@ def measure_loader(split: SemiSupervisedSplit, cfg: dict, mode: str, device: tor
     labeled = LabeledBatches(split.labeled, batch, SEED, device)
     unlabeled = UnlabeledBatches(split.unlabeled, unlabeled_batch, SEED, device, mode)
     labeled(0), unlabeled(0)  # first calls: imports, the RandAugment policy
-    start = _now(device)
+    start = now(device)
     for it in range(1, steps + 1):
         labeled(it), unlabeled(it)
-    end = _now(device)
+    end = now(device)
     images = batch + 2 * unlabeled_batch
     return {"img_s": steps * images / (end[0] - start[0]), "images_per_step": images,
             "step_s": (end[0] - start[0]) / steps, "cpu_step_s": (end[1] - start[1]) / steps}
@@ -430,57 +178,6 @@ def measure_cell_overhead(supervised: tuple[dict, float], device: torch.device, 
 
 
 # ------------------------------------------------------------------------------------ the record
-
-
-def process_age_s() -> float:
-    """Seconds since this process started: the start-up (interpreter, imports) a grid pays once."""
-    import psutil
-
-    return time.time() - psutil.Process(os.getpid()).create_time()
-
-
-def load_average() -> list[float]:
-    return [round(x, 2) for x in os.getloadavg()]
-
-
-def read_record(reports: Path) -> dict | None:
-    path = Path(reports) / PERF_FILE
-    return json.loads(path.read_text()) if path.exists() else None
-
-
-def write_record(record: dict, reports: Path) -> Path:
-    path = Path(reports) / PERF_FILE
-    write_json_atomic(path, record)
-    return path
-
-
-def consumed_img_s(method_figures: dict[str, dict], mode: str, images_per_step: int) -> float | None:
-    """The fastest rate at which training in `mode` takes the loader's images: the loader's images per
-    step over the quickest bare step (training with free data) among the methods that draw unlabeled
-    batches in that mode (the supervised bounds draw labeled ones only)."""
-    rates = [images_per_step / f["bare_step_s"] for key, f in method_figures.items()
-             if key.split("/")[1] == mode and methods.get_method(key.split("/")[0]).unlabeled]
-    return max(rates) if rates else None
-
-
-def stage_figures(name: str, figures: dict) -> dict:
-    """The stage costs of a method with several training loops (its `Cost` stages): each loop's step
-    (wall, CPU, ours against bare) and each stage's once-per-run extra."""
-    out = {}
-    for stage in methods.get_method(name).cost.stages:
-        loop = figures["loops"].get(stage.loop)
-        if loop is not None:
-            out[stage.loop] = {k: loop[k] for k in ("ours_step_s", "ours_cpu_step_s", "ours_img_s", "bare_img_s",
-                                                    "overhead_ratio")}
-        if stage.extra is not None and stage.extra in figures:
-            out.setdefault(stage.loop, {})[stage.extra] = figures[stage.extra]
-    return out
-
-
-def step_settings(cfg: dict) -> dict:
-    """What a measured step time depends on beyond the method: the input size, the backbone and the batch."""
-    return {"image_size": cfg["data"]["image_size"], "arch": cfg["model"]["arch"], "kwargs": cfg["model"]["kwargs"],
-            "batch_size": cfg["train"]["batch_size"], "uratio": cfg["train"]["uratio"]}
 
 
 def measure(profile: str, pairs: list[Pair], configs: dict[Pair, tuple[dict, float]], device: torch.device,
@@ -553,36 +250,3 @@ def measured_configs(profile: str, pairs: list[Pair], dataset: str, data_root: s
 def split_for(cfg: dict, labels: float) -> SemiSupervisedSplit:
     raw, folder = load_dataset(cfg["data"])
     return make_split(raw, folder, cfg["data"], labels, SEED)
-
-
-# ----------------------------------------------------------------------------------- printing
-
-
-def method_line(key: str, f: dict) -> str:
-    ms = {k: 1000 * f[k] for k in ("ours_step_s", "ours_cpu_step_s", "bare_step_s", "bare_cpu_step_s")}
-    path = f["device_path"]
-    device = f"  {'amp' if path['amp'] else 'fp32'} {'/'.join(path['linear_dtypes'])}"
-    if "peak_memory_mb" in path:
-        syncs = max(path["host_syncs_per_step"].values(), default=0)
-        device += f", peak {path['peak_memory_mb']:.0f} MB, {syncs:g} host syncs/step"
-    return (f"{key:<22} ours {f['ours_img_s']:7.0f} img/s  bare {f['bare_img_s']:7.0f} img/s  "
-            f"ratio {f['overhead_ratio']:5.2f}   step {ms['ours_step_s']:6.1f} ms (cpu {ms['ours_cpu_step_s']:6.1f}) "
-            f"vs {ms['bare_step_s']:6.1f} ms (cpu {ms['bare_cpu_step_s']:6.1f})  {f['images_per_step']} img/step{device}")
-
-
-def loader_line(mode: str, loader: dict) -> str:
-    consumed = loader["consumed_img_s"]
-    margin = f"{loader['img_s'] / consumed:.1f}x" if consumed else "n/a"
-    return (f"loader {mode:<6} {loader['img_s']:7.0f} img/s delivered ({loader['images_per_step']} img/step, "
-            f"{1000 * loader['step_s']:.1f} ms, cpu {1000 * loader['cpu_step_s']:.1f} ms); training consumes at most "
-            f"{consumed or 0:.0f} img/s: {margin}")
-
-
-def stages_line(key: str, stages: dict) -> str:
-    parts = []
-    for loop, f in stages.items():
-        if "ours_step_s" in f:
-            parts.append(f"{loop} step {1000 * f['ours_step_s']:.1f} ms (cpu {1000 * f['ours_cpu_step_s']:.1f}, "
-                         f"ratio {f['overhead_ratio']:.2f})")
-        parts += [f"{name} {value:.2f} s" for name, value in f.items() if name.endswith("_s") and "step" not in name]
-    return f"{key} stages: " + ", ".join(parts)
