@@ -161,7 +161,8 @@ def test_presets_leave_table2_for_their_own_ablation_table():
     import pandas as pd
 
     from benchmark.kit.records import COLUMNS, method_columns
-    from benchmark.reports.report import preset_ablation_table, preset_families, table2, to_markdown
+    from benchmark.reports.render import to_markdown
+    from benchmark.reports.tables import preset_ablation_table, preset_families, table2
 
     def row(method, top1, labels=50.0):
         r = dict.fromkeys(COLUMNS)

@@ -13,7 +13,9 @@ import pytest
 import benchmark.reports.plots
 from benchmark.cli import main
 from benchmark.kit.records import COLUMNS, method_columns, rebuild_results_csv, run_dir
-from benchmark.reports.report import compare_paper, table2, to_latex, to_markdown
+from benchmark.reports.render import to_latex, to_markdown
+from benchmark.reports.tables import table2
+from benchmark.reports.texts import compare_paper
 from methods import get_method
 
 RATIOS = (5.0, 10.0, 30.0, 50.0)

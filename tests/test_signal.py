@@ -18,7 +18,9 @@ from benchmark.kit.data import load_dataset, make_split
 from benchmark.kit.probe import fit_linear_probe, probe_heads
 from benchmark.kit.records import COLUMNS, method_columns
 from benchmark.reports.comparison import detectable_difference, paired_differences
-from benchmark.reports.report import comparison_report, table2, to_latex, to_markdown
+from benchmark.reports.render import to_latex, to_markdown
+from benchmark.reports.tables import table2
+from benchmark.reports.texts import comparison_report
 from methods import get_method
 
 

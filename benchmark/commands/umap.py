@@ -15,7 +15,7 @@ from tqdm import tqdm
 from benchmark.kit.errors import BenchmarkError, ConfigError
 from benchmark.kit.files import zip_problem
 from benchmark.kit.records import read_results, run_dir
-from benchmark.reports.report import ABLATION, FULL, dataset_order, in_group, method_names, method_order
+from benchmark.reports.names import ABLATION, FULL, dataset_order, in_group, method_names, method_order
 
 # Per method, the mode its panel shows unless --mode says otherwise: its multimodal one first.
 MODE_PREFERENCE = ("fused", "multi", "single")

@@ -14,9 +14,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from benchmark.kit.contract import MODES  # noqa: E402
 from benchmark.kit.files import write_if_changed  # noqa: E402
+from benchmark.reports.names import BOUNDS, DATASET_NAMES, FULL, dataset_order, method_order  # noqa: E402
 from benchmark.reports.reference import PAPER_METHOD  # noqa: E402
-from benchmark.reports.report import BOUNDS, DATASET_NAMES, FULL, MODES, dataset_order, method_order  # noqa: E402
 
 # The paper's Fig. 8 settings; the seed makes the layout reproducible (and UMAP single-threaded,
 # which it would otherwise force with a warning).

@@ -11,25 +11,10 @@ from benchmark.kit.contract import MODES
 from benchmark.kit.files import warn_once, write_if_changed, zip_problem
 from benchmark.kit.records import run_dir
 from benchmark.reports.comparison import paired_differences
-from benchmark.reports.report import (
-    ABLATION,
-    FULL,
-    TABLE2,
-    ablation_table,
-    compare_paper,
-    comparison_report,
-    dataset_order,
-    health_report,
-    in_group,
-    method_names,
-    method_order,
-    preset_ablation_table,
-    preset_families,
-    summarize,
-    table2,
-    to_latex,
-    to_markdown,
-)
+from benchmark.reports.names import ABLATION, FULL, TABLE2, dataset_order, in_group, method_names, method_order
+from benchmark.reports.render import to_latex, to_markdown
+from benchmark.reports.tables import ablation_table, preset_ablation_table, preset_families, summarize, table2
+from benchmark.reports.texts import compare_paper, comparison_report, health_report
 
 FORMATS = ("latex", "markdown")
 TITLES = {"table2": "Table II: semi-supervised classification",
