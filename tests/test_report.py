@@ -91,6 +91,17 @@ def test_table2_rows_columns_bold_and_deltas() -> None:
     assert tex.index("MICS &") < tex.index("bounds (not ranked)") < tex.index("Supervised &")
 
 
+def test_table2_keeps_a_group_of_its_own_and_leaves_out_controls_and_presets() -> None:
+    """Table II is every method but the ablation presets and the controls: a method registered in a group
+    of its own (here "mine") is compared too."""
+    rows = [_row("kvasir", "supervised", "single", 50.0, 40.0),
+            _row("kvasir", "fixmatch", "single", 50.0, 50.0, group="mine", label="MyMatch"),
+            _row("kvasir", "positive_control", "single", 50.0, 80.0),
+            _row("kvasir", "mics_t3_vanilla", "fused", 50.0, 99.0)]
+    md = to_markdown(table2(pd.DataFrame(rows)))
+    assert "| MyMatch " in md and "| Supervised " in md
+    assert "80.00" not in md and "99.00" not in md
+
 def test_latex_tables_compile_with_pdflatex(tmp_path: Path) -> None:
     if shutil.which("pdflatex") is None:
         pytest.skip("pdflatex is not installed (`.ci/run` installs Debian's texlive-latex-recommended)")

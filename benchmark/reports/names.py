@@ -10,9 +10,9 @@ import pandas as pd
 from benchmark.kit.data import DATASETS
 from benchmark.reports.reference import paper_order
 
-# The groups a method registers in (written into each record): Table II, ablation presets (their own tables),
-# controls (the grid's power: in reports/comparison.md, not Table II).
-TABLE2, ABLATION, CONTROL = "table2", "ablation", "control"
+# The groups a method registers in (written into each record): Table II (`--method all`), ablation presets
+# (their own tables), controls (the grid's power: in reports/comparison.md, not Table II).
+ABLATION, CONTROL = "ablation", "control"
 DATASET_NAMES = {"synthetic": "Synthetic", "kvasir": "Kvasir", "kvasir-v2": "Kvasir-v2", "paired": "Paired"}
 BOUNDS = ("supervised", "fullysupervised")
 FULL = "fullysupervised"  # trained on every label: one value per dataset, shown in every column
@@ -26,6 +26,12 @@ def method_names(results: pd.DataFrame) -> dict[str, str]:
 def in_group(results: pd.DataFrame, group: str) -> pd.Series:
     """Which rows belong to `group`: the records say, so a report needs no method registry."""
     return results["group"] == group
+
+
+def in_table2(results: pd.DataFrame) -> pd.Series:
+    """Table II's rows: every method but the ablation presets and the controls (which have tables and
+    texts of their own), so a method registered in a group of its own is still compared."""
+    return ~in_group(results, ABLATION) & ~in_group(results, CONTROL)
 
 
 def method_order(names: Iterable[str]) -> list[str]:

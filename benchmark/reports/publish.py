@@ -11,7 +11,7 @@ from benchmark.kit.contract import MODES
 from benchmark.kit.files import warn_once, write_if_changed, zip_problem
 from benchmark.kit.records import run_dir
 from benchmark.reports.comparison import paired_differences
-from benchmark.reports.names import ABLATION, FULL, TABLE2, dataset_order, in_group, method_names, method_order
+from benchmark.reports.names import ABLATION, FULL, dataset_order, in_group, in_table2, method_names, method_order
 from benchmark.reports.render import to_latex, to_markdown
 from benchmark.reports.tables import ablation_table, preset_ablation_table, preset_families, summarize, table2
 from benchmark.reports.texts import compare_paper, comparison_report, health_report
@@ -46,7 +46,7 @@ def write_reports(results: pd.DataFrame, out: Path, reports: Path, formats=FORMA
     comparison = paired_differences(results[~in_group(results, ABLATION)])
     if comparison["diff_low"].notna().any():
         written.append(plots.comparison_intervals(comparison, names, reports / "comparison.png"))
-    main_rows = results[in_group(results, TABLE2)]
+    main_rows = results[in_table2(results)]
     if not main_rows.empty:
         written.append(plots.accuracy_vs_labels(summarize(main_rows), names, reports / "accuracy_vs_labels.png"))
         written += _confusion_figures(main_rows, out, reports, plots)

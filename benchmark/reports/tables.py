@@ -15,7 +15,16 @@ from dataclasses import dataclass
 import pandas as pd
 
 from benchmark.reports.comparison import paired_differences
-from benchmark.reports.names import ABLATION, BOUNDS, FULL, TABLE2, dataset_order, in_group, method_names, method_order
+from benchmark.reports.names import (
+    ABLATION,
+    BOUNDS,
+    FULL,
+    dataset_order,
+    in_group,
+    in_table2,
+    method_names,
+    method_order,
+)
 from benchmark.reports.reference import COMPONENT_NAMES, COMPONENTS, ablation_layout
 
 Row = tuple[str, str]  # (method, mode)
@@ -97,7 +106,7 @@ def _spread_full(summary: pd.DataFrame, columns: list[Column]) -> pd.DataFrame:
 
 def table2(results: pd.DataFrame) -> Table | None:
     """Table II from results.csv rows (ablation presets are left out); None without any row."""
-    results = results[in_group(results, TABLE2)]
+    results = results[in_table2(results)]
     if results.empty:
         return None
     names = method_names(results)
