@@ -16,7 +16,7 @@ from .registry import register_method
 def _train_supervised(data: SemiSupervisedSplit, cfg: dict, ctx: RunContext) -> Trained:
     model = WLIClassifier(create_backbone(cfg["model"], data.num_classes)).to(ctx.device)
     probe_wli_head(model, data.labeled, ctx.device, cfg["train"])
-    batches = LabeledBatches(data.labeled, int(cfg["train"]["batch_size"]), ctx.seed, ctx.device)
+    batches = LabeledBatches(data.labeled, cfg["train"]["batch_size"], ctx.seed, ctx.device)
     forward = ctx.distribute(model)  # under torchrun: gradients averaged across processes
 
     def step(it: int) -> dict:

@@ -58,7 +58,7 @@ def pooled(encoder: nn.Module, x: torch.Tensor) -> torch.Tensor:
 def stage_cfg(train_cfg: dict, iterations: int, reference: int, **changes) -> dict:
     """The profile's train settings for a stage of `iterations`: its lr warm-up, given for a stage of
     `reference` iterations (the run's `train` stage, to which `benchmark.kit.budget` scaled it), keeps its share."""
-    warmup = round(int(train_cfg.get("warmup_iterations", 0)) * iterations / max(1, reference))
+    warmup = round(train_cfg["warmup_iterations"] * iterations / max(1, reference))
     return {**train_cfg, "warmup_iterations": warmup, **changes}
 
 

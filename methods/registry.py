@@ -26,11 +26,11 @@ Sizes = dict[str, int]  # "train", "labeled", "val", "test": images of a cell's 
 
 
 def _train_iterations(cfg: dict, sizes: Sizes) -> int:
-    return int(cfg["train"]["iterations"])
+    return cfg["train"]["iterations"]
 
 
 def _train_eval_every(cfg: dict) -> int:
-    return int(cfg["train"]["eval_every"])
+    return cfg["train"]["eval_every"]
 
 
 def _no_warmup(cfg: dict) -> int:
@@ -94,7 +94,7 @@ class MethodSpec:
         """Iterations of each stage of one run on a split of `sizes` (`SemiSupervisedSplit.sizes()`): the
         budgets its `time_constants` scale to (`benchmark.kit.budget`); `train` is the profile's `train.iterations`
         unless a stage of that name declares its own (CMC's and RFPMSS's stages share the profile's)."""
-        return {"train": int(cfg["train"]["iterations"]),
+        return {"train": cfg["train"]["iterations"],
                 **{stage.loop: stage.iterations(cfg, sizes) for stage in self.cost.stages}}
 
 

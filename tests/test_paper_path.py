@@ -23,10 +23,17 @@ from benchmark.kit import models
 from benchmark.kit.contract import RunContext
 from benchmark.kit.data.loaders import MEAN, STD, normalised_with, to_tensor
 from benchmark.kit.health import PseudoLabelMonitor, PseudoLabels
+from benchmark.kit.schema import TrainConfig
 from benchmark.kit.training import TrainingLoop, atomic_save
 
 SMOKE = ["--profile", "smoke", "--device", "cpu", "--workers", "1"]  # cells in this process: monkeypatches reach them
 TINY_HUB_ID = "timm/vit_tiny_patch16_224.augreg_in21k_ft_in1k"  # timm's default weights of the smoke arch
+
+
+def _train(**changes) -> dict:
+    """A whole train section for a loop of these tests: no warm-up, EMA or weight decay unless changed."""
+    return TrainConfig(**{"warmup_iterations": 0, "ema_momentum": 0.0, "weight_decay": 0.0, "min_lr": 0.0,
+                          **changes}).model_dump()
 
 
 def _record(out: Path, method: str = "supervised", mode: str = "single", labels: str = "50") -> dict:
@@ -69,7 +76,7 @@ def _noisy_step(model):
 def test_a_checkpoint_is_read_on_the_cpu_whatever_the_run_device(tmp_path):
     """The run's device here is `meta`: a checkpoint mapped there, as to CUDA, cannot give back the random
     state (`torch.set_rng_state` takes a CPU tensor only), which is why every CUDA resume failed."""
-    train = {"iterations": 6, "eval_every": 3, "lr": 0.1, "optimizer": "sgd"}
+    train = _train(iterations=6, eval_every=3, lr=0.1, optimizer="sgd")
     torch.manual_seed(0)
     model = _Linear()
     extra = {"counts": torch.arange(3)}
@@ -296,7 +303,7 @@ def test_the_loop_and_the_health_monitor_read_nothing_on_the_host_between_logs(t
         return {"loss": nn.functional.cross_entropy(logits, idx % 4), "mask_ratio": logits.softmax(1).amax(1).mean(),
                 "pseudo_labels": PseudoLabels(idx, (logits.amax(1) > 0).float(), logits.argmax(1))}
 
-    train = {"iterations": 20, "eval_every": 20, "lr": 0.1, "optimizer": "adamw"}
+    train = _train(iterations=20, eval_every=20, lr=0.1, optimizer="adamw")
     TrainingLoop(model, train, ctx, None).run(step)
     assert reads <= {9, 19}, sorted(reads)  # the steps whose end the loop logs at (done = 10, 20)
     assert monitor.summary()["unlabeled_mask_rate"] is not None
@@ -356,7 +363,7 @@ def test_a_non_finite_loss_stops_the_run_before_its_next_checkpoint(tmp_path):
     from benchmark.kit.training import NonFiniteLoss
 
     with pytest.raises(NonFiniteLoss, match="loss is nan at iteration 2"):
-        TrainingLoop(model, {"iterations": 12, "eval_every": 4, "lr": 0.1}, ctx, None).run(step)
+        TrainingLoop(model, _train(iterations=12, eval_every=4, lr=0.1), ctx, None).run(step)
     assert not (tmp_path / "train_checkpoint.pt").exists()
 
 

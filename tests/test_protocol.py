@@ -18,9 +18,10 @@ from benchmark.kit.config_files import load_profile
 from benchmark.kit.errors import ConfigError
 from benchmark.kit.files import file_sha256
 from benchmark.kit.health import PseudoLabelMonitor, PseudoLabels, collapsed
+from benchmark.kit.schema import ModelConfig
 
-TINY = {"arch": "vit_tiny_patch16_224", "kwargs": {"img_size": 32, "patch_size": 8, "embed_dim": 32, "depth": 1,
-                                                  "num_heads": 2, "mlp_ratio": 2.0}}
+TINY = ModelConfig(arch="vit_tiny_patch16_224", init="random", kwargs={"img_size": 32, "patch_size": 8, "embed_dim": 32,
+                                                                     "depth": 1, "num_heads": 2, "mlp_ratio": 2.0}).model_dump()
 
 
 # -- the shipped starting points -------------------------------------------------------------------------

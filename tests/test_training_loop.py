@@ -6,10 +6,12 @@ from torch import nn
 
 from benchmark.kit.contract import RunContext
 from benchmark.kit.data.types import PairedArrays
+from benchmark.kit.schema import TrainConfig
 from benchmark.kit.training import NonFiniteLoss, TrainingLoop
 
-TRAIN = {"iterations": 12, "eval_every": 4, "lr": 0.05, "optimizer": "sgd", "ema_momentum": 0.9,
-         "warmup_iterations": 2, "min_lr": 0.0, "eval_batch_size": 16}
+# a whole train section (the loop restates no default): the schema's, with these changes
+TRAIN = TrainConfig(iterations=12, eval_every=4, lr=0.05, optimizer="sgd", ema_momentum=0.9, warmup_iterations=2,
+                    min_lr=0.0, weight_decay=0.0, eval_batch_size=16).model_dump()
 
 
 class Tiny(nn.Module):

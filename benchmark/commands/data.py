@@ -100,7 +100,6 @@ def _calibrate(dataset: str, data_cfg: dict) -> int:
         raise ConfigError(f"'data calibrate' measures the synthetic dataset only, not '{dataset}'")
     from benchmark.kit.data.calibration import calibrate
 
-    table = calibrate(int(dataset_key(data_cfg)["num_per_class"]), int(data_cfg["image_size"]),
-                      int(data_cfg["synthetic"]["seed"]))
+    table = calibrate(dataset_key(data_cfg)["num_per_class"], data_cfg["image_size"], data_cfg["synthetic"]["seed"])
     print(table.to_string())
     return 0

@@ -73,7 +73,7 @@ def main(args: argparse.Namespace) -> int:
     dataset_key(configs[SUPERVISED][0]["data"])  # a missing or unreadable folder ends here, before any measurement
     runtime = configs[SUPERVISED][0]["runtime"]
     device = resolve_device(args.device if args.device != "auto" else runtime["device"])
-    configure_threads(args.threads or runtime.get("threads"))
+    configure_threads(args.threads or runtime["threads"])
     print(f"perf: profile {args.profile} on {dataset}, {device}, {len(pairs)} method/mode pairs, {args.steps} timed "
           f"steps each (ours and bare alternating)")
     record = measure(args.profile, pairs, configs, device, args.steps)

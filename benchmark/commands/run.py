@@ -78,7 +78,7 @@ def _workers(args: argparse.Namespace, configs: list[dict]) -> int:
         return 1
     if _device(args, configs).type == "cuda":
         return torch.cuda.device_count() * args.cells_per_gpu
-    threads = max(int(cfg["runtime"]["threads"]) for cfg in configs)
+    threads = max(cfg["runtime"]["threads"] for cfg in configs)
     return max(1, available_cores() // threads) if threads else 1
 
 

@@ -48,7 +48,7 @@ def cost_settings(cfg: dict) -> dict:
 def _budget(cfg: dict) -> float:
     """Image passes of a cell's training, the part of its cost that `train` overrides change."""
     train = cfg["train"]
-    return float(train["iterations"]) * float(train["batch_size"]) * (1 + float(train["uratio"]))
+    return float(train["iterations"] * train["batch_size"] * (1 + train["uratio"]))
 
 
 def _key(method: str, mode: str, labels: float) -> str:
@@ -77,10 +77,10 @@ def calibration_s(cfg: dict, device: torch.device) -> float:
     try:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
-            size = int(cfg["data"]["image_size"])
+            size = cfg["data"]["image_size"]
             model = create_backbone({**cfg["model"], "init": "random", "weights": None}, num_classes=6).to(device)
             optimizer = torch.optim.AdamW(model.parameters())
-            x = torch.randn(min(32, int(cfg["train"]["batch_size"])), 3, size, size, device=device)
+            x = torch.randn(min(32, cfg["train"]["batch_size"]), 3, size, size, device=device)
             y = torch.zeros(len(x), dtype=torch.long, device=device)
             medians: list[float] = []
             for _ in range(CALIBRATION_ROUNDS):

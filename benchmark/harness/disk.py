@@ -44,7 +44,7 @@ def _bytes(state: dict) -> int:
 
 def _loop_size(loop, image_size: int) -> LoopSize:
     model, evaluated = loop.model.state_dict(), loop.eval_model.state_dict()
-    moments = 2 if loop.cfg.get("optimizer", "adamw") == "adamw" else 1
+    moments = 2 if loop.cfg["optimizer"] == "adamw" else 1
     trained = sum(p.numel() * p.element_size() for group in loop.optimizer.param_groups for p in group["params"])
     checkpoint = (_bytes(model) + moments * trained + (_bytes(evaluated) if loop.ema is not None else 0)
                   + (_bytes(evaluated) if loop.val is not None else 0))
@@ -78,7 +78,7 @@ def probe_loops(cell: Cell, cfg: dict) -> list[LoopSize]:
             spec.train(split, cfg, ctx)
         except _Stop:
             pass
-        return [_loop_size(loop, int(cfg["data"]["image_size"])) for loop in loops]
+        return [_loop_size(loop, cfg["data"]["image_size"]) for loop in loops]
 
 
 @dataclass
@@ -125,14 +125,14 @@ def grid_disk(cells: list[Cell], configs: list[dict]) -> GridDisk:
             disk.not_sized.append(f"{cell.method}/{cell.mode} (reached: {', '.join(by_name) or 'none'})")
         raw, folder = load_dataset(cfg["data"])
         disk.caches[str(folder)] = sum(f.stat().st_size for f in folder.iterdir() if f.is_file())
-        n_test = round(len(raw) * float(cfg["data"]["split"][2]) / sum(cfg["data"]["split"]))
+        n_test = round(len(raw) * cfg["data"]["split"][2] / sum(cfg["data"]["split"]))
         if last is not None:
             disk.outputs += n_test * (last.features + len(raw.classes)) * 4 + n_test * 16
             disk.models += last.evaluated if cfg["runtime"]["save_model"] else 0
         checkpoint = sum(loop.checkpoint for loop in loops)
         if checkpoint > disk.checkpoint:
             disk.checkpoint, disk.largest = checkpoint, f"{cell.method}/{cell.mode}"
-        disk.save_model |= bool(cfg["runtime"]["save_model"])
+        disk.save_model |= cfg["runtime"]["save_model"]
     return disk
 
 

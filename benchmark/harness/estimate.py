@@ -36,7 +36,7 @@ OFFICIAL_PER_CLASS = {"kvasir": 500, "kvasir-v2": 1000}
 def _dataset_labels(data_cfg: dict) -> np.ndarray | None:
     """Labels of a dataset without decoding it: from its cache, (synthetic) from its fixed order, or
     (Kvasir without a folder) from the official archive's counts; None when none is available."""
-    if data_cfg["name"] in OFFICIAL_PER_CLASS and not data_cfg.get("root"):
+    if data_cfg["name"] in OFFICIAL_PER_CLASS and not data_cfg["root"]:
         return np.repeat(np.arange(6, dtype=np.int64), OFFICIAL_PER_CLASS[data_cfg["name"]])
     try:
         key = dataset_key(data_cfg)

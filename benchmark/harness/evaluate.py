@@ -90,7 +90,7 @@ def train_and_evaluate(cell: Cell, cfg: dict, out: Path, device: str, show_progr
     # folder shares it, e.g. one MICS pre-training per (dataset, seed, profile).
     ctx = RunContext(device=dev, seed=cell.seed, run_dir=folder, cache_dir=out.resolve() / "cache",
                      amp=resolve_amp(cfg["runtime"]["amp"], dev), amp_dtype=resolve_amp_dtype(cfg["runtime"]["amp_dtype"]),
-                     compile=bool(cfg["runtime"]["compile"]),
+                     compile=cfg["runtime"]["compile"],
                      curves=curves, progress=progress, health=health)
     with normalised_with(cfg["model"]["mean"], cfg["model"]["std"]):  # training and the test pass
         try:
@@ -102,11 +102,11 @@ def train_and_evaluate(cell: Cell, cfg: dict, out: Path, device: str, show_progr
         if not main:
             return None
 
-        batch = int(cfg["train"]["eval_batch_size"])
+        batch = cfg["train"]["eval_batch_size"]
         best_logits = predict_logits(trained.best, split.test, dev, batch)
         last_logits = best_logits if trained.last is trained.best else predict_logits(trained.last, split.test, dev, batch)
         correct = (best_logits.argmax(1).numpy() == split.test.labels)
-        _save_outputs(folder, trained, split, best_logits, dev, batch, bool(cfg["runtime"]["save_model"]))
+        _save_outputs(folder, trained, split, best_logits, dev, batch, cfg["runtime"]["save_model"])
     wall = time.perf_counter() - start
     record = {
         "method": cell.method, "mode": cell.mode, "dataset": cell.dataset, "labels": cell.labels,

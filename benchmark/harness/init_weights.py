@@ -124,19 +124,19 @@ def build(model_cfg: dict, init_cfg: dict, image_size: int, out: Path, command: 
           log=print) -> Path:
     """Pre-train `model_cfg`'s backbone with SimCLR on the generic corpus; write `out` (the backbone's
     state dict) and `out.with_suffix('.json')` (provenance). Returns `out`."""
-    seed, iterations = int(init_cfg["seed"]), int(init_cfg["iterations"])
-    batch = int(init_cfg["batch_size"])
+    seed, iterations = init_cfg["seed"], init_cfg["iterations"]
+    batch = init_cfg["batch_size"]
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
     corpus = load_corpus()
-    model = SimCLR(model_cfg, int(init_cfg["projection_dim"]))
-    train_cfg = {"optimizer": "adamw", "lr": init_cfg["lr"], "weight_decay": init_cfg["weight_decay"]}
+    model = SimCLR(model_cfg, init_cfg["projection_dim"])
+    train_cfg = {"optimizer": "adamw", "lr": init_cfg["lr"], "weight_decay": init_cfg["weight_decay"], "layer_decay": 1.0}
     optimizer = build_optimizer(model.named_parameters(), train_cfg)
-    scheduler = warmup_cosine(optimizer, iterations, int(init_cfg["warmup_iterations"]), float(init_cfg["min_lr"]))
+    scheduler = warmup_cosine(optimizer, iterations, init_cfg["warmup_iterations"], init_cfg["min_lr"])
     start, losses = time.perf_counter(), []
     for it in range(iterations):
         view1, view2 = random_views(corpus, batch, image_size, g)
-        loss = nt_xent(*model(torch.cat([view1, view2])).chunk(2), float(init_cfg["temperature"]))
+        loss = nt_xent(*model(torch.cat([view1, view2])).chunk(2), init_cfg["temperature"])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -93,10 +93,10 @@ def measure_method(name: str, mode: str, cfg: dict, split: SemiSupervisedSplit, 
     skip = skip_steps(spec.cost.warmup(measured_config(SKIP + steps)))
     run_cfg = measured_config(skip + steps)
     amp = resolve_amp(cfg["runtime"]["amp"], device)
-    hook = Interleaver(skip, float(cfg["train"]["lr"]), amp, device)
+    hook = Interleaver(skip, cfg["train"]["lr"], amp, device)
     folder = Path(tempfile.mkdtemp(prefix=f"{name}-{mode}-", dir=workdir))
     ctx = RunContext(device=device, seed=SEED, run_dir=folder, cache_dir=folder / "cache", amp=amp,
-                     compile=bool(cfg["runtime"]["compile"]), progress=hook)
+                     compile=cfg["runtime"]["compile"], progress=hook)
     seed_everything(SEED)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -112,7 +112,7 @@ def measure_method(name: str, mode: str, cfg: dict, split: SemiSupervisedSplit, 
         if not figures.ours.wall or not figures.bare.wall:
             raise RuntimeError(f"{name}/{mode}: loop '{loop}' ran {figures.iterations} steps, none timed")
 
-    batch = int(cfg["train"]["eval_batch_size"])
+    batch = cfg["train"]["eval_batch_size"]
     start = time.perf_counter()
     predict_logits(trained.best, split.val, device, batch)
     eval_s = time.perf_counter() - start
@@ -128,8 +128,8 @@ def measure_method(name: str, mode: str, cfg: dict, split: SemiSupervisedSplit, 
 def measure_loader(split: SemiSupervisedSplit, cfg: dict, mode: str, device: torch.device, steps: int) -> dict:
     """Images per second the training loader alone delivers (labeled + weak + strong batch, augmented),
     called back to back as the training loop calls it."""
-    batch = int(cfg["train"]["batch_size"])
-    unlabeled_batch = batch * int(cfg["train"]["uratio"])
+    batch = cfg["train"]["batch_size"]
+    unlabeled_batch = batch * cfg["train"]["uratio"]
     labeled = LabeledBatches(split.labeled, batch, SEED, device)
     unlabeled = UnlabeledBatches(split.unlabeled, unlabeled_batch, SEED, device, mode)
     labeled(0), unlabeled(0)  # first calls: imports, the RandAugment policy
@@ -163,7 +163,7 @@ def measure_cell_overhead(supervised: tuple[dict, float], device: torch.device, 
         trained = spec.train(split, cfg, ctx)
         train_s.append(time.perf_counter() - start)
     start = time.perf_counter()
-    predict_logits(trained.best, split.test, device, int(cfg["train"]["eval_batch_size"]))
+    predict_logits(trained.best, split.test, device, cfg["train"]["eval_batch_size"])
     test_pass_s = time.perf_counter() - start
     cell_s = []
     for attempt in range(2):

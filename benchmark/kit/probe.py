@@ -60,7 +60,7 @@ def probe_heads(heads: list[tuple[nn.Linear, FeatureFn]], labeled: PairedArrays,
         return
     y = torch.as_tensor(labeled.labels, device=device)
     for head, features in heads:
-        x = labeled_features(features, labeled, device, int(train_cfg["eval_batch_size"]))
+        x = labeled_features(features, labeled, device, train_cfg["eval_batch_size"])
         weight, bias = fit_linear_probe(x, y, head.out_features)
         head.weight.copy_(weight.to(head.weight.dtype))
         head.bias.copy_(bias.to(head.bias.dtype))

@@ -40,16 +40,16 @@ class NonFiniteLoss(RuntimeError):
 
 
 def build_optimizer(named_params: Iterable[tuple[str, nn.Parameter]], train_cfg: dict) -> torch.optim.Optimizer:
-    """AdamW (or SGD) over `named_params`, with layer-wise lr decay when `train.layer_decay` < 1."""
-    name = train_cfg.get("optimizer", "adamw")
-    lr, wd = float(train_cfg["lr"]), float(train_cfg.get("weight_decay", 0.0))
-    groups = layer_decay_groups(list(named_params), lr, float(train_cfg.get("layer_decay", 1.0)))
+    """AdamW (or SGD) over `named_params`, with layer-wise lr decay when `train.layer_decay` < 1. `train_cfg`
+    is a whole `train` section (`benchmark.kit.schema.TrainConfig`): its defaults live there only."""
+    name, lr, wd = train_cfg["optimizer"], train_cfg["lr"], train_cfg["weight_decay"]
+    groups = layer_decay_groups(list(named_params), lr, train_cfg["layer_decay"])
     if name == "adamw":
         # The fused kernel updates every parameter in one pass: the same AdamW, without the handful
         # of small ops per tensor that cost ~4x more on the quick profile's ViT (docs/perf.md).
         return torch.optim.AdamW(groups, lr=lr, weight_decay=wd, fused=True)
     if name == "sgd":
-        return torch.optim.SGD(groups, lr=lr, weight_decay=wd, momentum=float(train_cfg.get("momentum", 0.9)), nesterov=True)
+        return torch.optim.SGD(groups, lr=lr, weight_decay=wd, momentum=train_cfg["momentum"], nesterov=True)
     raise ValueError(f"unknown optimizer '{name}'; valid: adamw, sgd")
 
 
@@ -190,6 +190,8 @@ class TrainingLoop:
     """Runs `iterations` steps of one model and selects the best validation checkpoint.
 
     model: an nn.Module Predictor (`predict`, `embed`) whose parameters `step` trains.
+    train_cfg: a whole `train` section, every key present (a stage's changes laid over the run's own,
+        `methods.common.stage_cfg`): the loop restates no default.
     params: (name, parameter) pairs to train when not all of `model`'s (names give layer-wise lr decay).
     extra_state / load_extra_state: a method's own state to checkpoint (e.g. USB hooks' buffers).
     """
@@ -208,17 +210,16 @@ class TrainingLoop:
         load_extra_state: Callable[[dict], None] | None = None,
     ):
         self.model, self.cfg, self.ctx, self.val, self.name = model, train_cfg, ctx, val, name
-        self.iterations = int(iterations if iterations is not None else train_cfg["iterations"])
-        self.eval_every = max(1, int(train_cfg.get("eval_every", self.iterations)))
-        self.checkpoint_every = max(1, int(checkpoint_every or self.eval_every))
+        self.iterations = iterations if iterations is not None else train_cfg["iterations"]
+        self.eval_every = train_cfg["eval_every"]
+        self.checkpoint_every = checkpoint_every or self.eval_every
         self.optimizer = build_optimizer(params if params is not None else model.named_parameters(), train_cfg)
         self.scheduler = warmup_cosine(
-            self.optimizer, self.iterations, int(train_cfg.get("warmup_iterations", 0)), float(train_cfg.get("min_lr", 0.0))
-        )
+            self.optimizer, self.iterations, train_cfg["warmup_iterations"], train_cfg["min_lr"])
         # Loss scaling is for float16 only: bfloat16 has float32's range (and no scaler, no per-step
         # check of the gradients on the host).
         self.scaler = torch.amp.GradScaler(ctx.device.type, enabled=ctx.amp and _autocast_dtype(ctx) == torch.float16)
-        decay = float(train_cfg.get("ema_momentum", 0.0))
+        decay = train_cfg["ema_momentum"]
         self.ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True) if decay > 0 else None
         if ctx.compile:  # after the EMA copy: the evaluated copy runs eagerly
             compile_blocks(model)
@@ -277,7 +278,7 @@ class TrainingLoop:
     def _evaluate(self, step: int) -> None:
         if self.val is None:
             return
-        acc = top1(self.eval_model, self.val, self.ctx.device, int(self.cfg.get("eval_batch_size", 256)))
+        acc = top1(self.eval_model, self.val, self.ctx.device, self.cfg["eval_batch_size"])
         self.ctx.log(step, {f"{self.name}/val_top1": acc})
         if acc > self.best_val:
             self.best_val, self.best_step = acc, step

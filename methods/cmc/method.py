@@ -25,8 +25,8 @@ PRESETS: dict[str, dict] = method_presets("cmc")
 def stage_iterations(cfg: dict) -> dict[str, int]:
     """Each stage's iterations: a `warmup_share` of the run's `train.iterations`, then the rest, so a
     CMC cell costs the iterations of any other Table II cell."""
-    total = int(cfg["train"]["iterations"])
-    warmup = round(float(cfg["method"]["warmup_share"]) * total)
+    total = cfg["train"]["iterations"]
+    warmup = round(cfg["method"]["warmup_share"] * total)
     return {"warmup": warmup, "train": total - warmup}
 
 
@@ -37,9 +37,9 @@ def train(data: SemiSupervisedSplit, cfg: dict, ctx: RunContext) -> Trained:
     model = CMCClassifier(create_backbone(cfg["model"], num_classes=0), create_backbone(cfg["model"], num_classes=0),
                           data.num_classes, settings).to(ctx.device)
     probe_heads(model.probed_heads(), data.labeled, ctx.device, train_cfg)
-    batch = int(train_cfg["batch_size"])
+    batch = train_cfg["batch_size"]
     labeled = PairedBatches(data.labeled.wli, data.labeled.nbi, data.labeled.labels, batch, ctx.seed, ctx.device, salt=21)
-    unlabeled = PairedBatches(data.unlabeled.wli, data.unlabeled.nbi, None, batch * int(train_cfg["uratio"]),
+    unlabeled = PairedBatches(data.unlabeled.wli, data.unlabeled.nbi, None, batch * train_cfg["uratio"],
                               ctx.seed, ctx.device, salt=22)
     # Built first to find its checkpoint; its EMA copies the weights at its own first step.
     main = TrainingLoop(model, train_cfg, ctx, data.val, name="train",
@@ -66,7 +66,7 @@ def _shortened(cfg: dict, steps: int, num_pairs: int) -> dict:
     """`steps` steps in each stage the config has (the warm-up only when its share is not 0), one
     validation at the end."""
     cfg = copy.deepcopy(cfg)
-    staged = float(cfg["method"]["warmup_share"]) > 0
+    staged = cfg["method"]["warmup_share"] > 0
     cfg["train"].update(iterations=2 * steps if staged else steps, eval_every=steps)
     if staged:
         cfg["method"]["warmup_share"] = 0.5

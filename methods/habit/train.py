@@ -47,19 +47,19 @@ class HABITModel(nn.Module):
                  description="HABIT (TMI 2023): MRNet two-path ViT, RFC, CMH teacher", config=HABITConfig)
 def train(data: SemiSupervisedSplit, cfg: dict, ctx: RunContext) -> Trained:
     hp, tr = cfg["method"], cfg["train"]
-    student = MRNet(cfg["model"], data.num_classes, int(hp["mrnet"]["window"])).to(ctx.device)
+    student = MRNet(cfg["model"], data.num_classes, hp["mrnet"]["window"]).to(ctx.device)
     probe_heads([(head, lambda batch, p=p: student(batch["wli"]).features[p]) for p, head in enumerate(student.heads)],
                 data.labeled, ctx.device, tr)
     model = HABITModel(student).to(ctx.device)  # the teacher starts as a copy of the probed student
     batch = int(tr["batch_size"])
     labeled = LabeledBatches(data.labeled, batch, ctx.seed, ctx.device)
     unlabeled = UnlabeledBatches(data.unlabeled, batch * int(tr["uratio"]), ctx.seed, ctx.device, hp["mode"])
-    alignment = DistributionAlignment(int(hp["rfc"]["alignment_queue"]))
+    alignment = DistributionAlignment(hp["rfc"]["alignment_queue"])
     band = tuple(float(b) for b in hp["rfc"]["band"])
-    threshold, lambda_u, rfc_weight = float(hp["threshold"]), float(hp["lambda_u"]), float(hp["rfc"]["weight"])
+    threshold, lambda_u, rfc_weight = hp["threshold"], hp["lambda_u"], hp["rfc"]["weight"]
     # CMH replaces the loop's fixed-momentum EMA; its base momentum is the profile's.
-    heredity = ConsistencyAwareMomentumHeredity(model.student, model.teacher, float(hp["cmh"]["momentum"]),
-                                                float(hp["cmh"]["scale"]))
+    heredity = ConsistencyAwareMomentumHeredity(model.student, model.teacher, hp["cmh"]["momentum"],
+                                                hp["cmh"]["scale"])
 
     def step(it: int) -> dict:
         x, y = labeled(it)

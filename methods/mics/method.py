@@ -69,7 +69,7 @@ def _training_pairs(data, num_classes: int | None) -> tuple[np.ndarray, np.ndarr
 
 
 def _epochs_to_iterations(epochs: float, size: int, batch_size: int) -> int:
-    return max(1, math.ceil(float(epochs) * max(1, size // batch_size)))
+    return max(1, math.ceil(epochs * max(1, size // batch_size)))
 
 
 def pretrain_iterations(pcfg: dict, num_pairs: int) -> int:
@@ -77,7 +77,7 @@ def pretrain_iterations(pcfg: dict, num_pairs: int) -> int:
     vanilla row: the encoders keep their initialisation)."""
     if max(pcfg["a_dis"], pcfg["a_res"], pcfg["a_a"], pcfg["a_adv"]) <= 0:
         return 0
-    return _epochs_to_iterations(pcfg["epochs"], num_pairs, int(pcfg["batch_size"]))
+    return _epochs_to_iterations(pcfg["epochs"], num_pairs, pcfg["batch_size"])
 
 
 def finetune_iterations(cfg: dict, num_labeled: int) -> int:
@@ -85,8 +85,8 @@ def finetune_iterations(cfg: dict, num_labeled: int) -> int:
     fcfg = cfg["method"]["finetune"]
     train_cfg = deep_merge(cfg["train"], fcfg["train"])
     if fcfg["epochs"] is None:
-        return int(train_cfg["iterations"])
-    return _epochs_to_iterations(fcfg["epochs"], num_labeled, int(train_cfg["batch_size"]))
+        return train_cfg["iterations"]
+    return _epochs_to_iterations(fcfg["epochs"], num_labeled, train_cfg["batch_size"])
 
 
 def _run_pretraining(wli: np.ndarray, nbi: np.ndarray, cfg: dict, pcfg: dict, ctx: RunContext, folder: Path) -> tuple[dict, dict]:
@@ -97,7 +97,7 @@ def _run_pretraining(wli: np.ndarray, nbi: np.ndarray, cfg: dict, pcfg: dict, ct
     iterations = pretrain_iterations(pcfg, len(wli))
     if iterations > 0:
         start, cpu = time.perf_counter(), time.process_time()
-        batch = int(pcfg["batch_size"])
+        batch = pcfg["batch_size"]
         per_epoch = max(1, len(wli) // batch)
         queue = pcfg["consistency"]["queue_size"]
         if pcfg["a_dis"] > 0 and queue > len(wli):
@@ -113,8 +113,10 @@ def _run_pretraining(wli: np.ndarray, nbi: np.ndarray, cfg: dict, pcfg: dict, ct
             warm = min(1.0, it / ramp) if ramp > 0 else 1.0  # ALBEF: alpha ramps up over the first epoch
             return forward_loss(x_w, x_n, pcfg["consistency"]["alpha"] * warm, step_generator(ctx.seed, it, salt=12))
 
-        train_cfg = {"optimizer": "adamw", "lr": pcfg["lr"], "min_lr": pcfg["min_lr"], "weight_decay": pcfg["weight_decay"],
-                     "warmup_iterations": round(pcfg["warmup_epochs"] * per_epoch), "ema_momentum": 0.0}
+        # the run's train settings with stage 1's optimizer (ALBEF's), no EMA, no layer decay, no validation
+        train_cfg = {**cfg["train"], "optimizer": "adamw", "lr": pcfg["lr"], "min_lr": pcfg["min_lr"],
+                     "weight_decay": pcfg["weight_decay"], "warmup_iterations": round(pcfg["warmup_epochs"] * per_epoch),
+                     "ema_momentum": 0.0, "layer_decay": 1.0, "eval_every": iterations}
         loop = TrainingLoop(model, train_cfg, dataclasses.replace(ctx, run_dir=folder), val=None, name="pretrain",
                             iterations=iterations, checkpoint_every=per_epoch,
                             params=[(n, p) for n, p in model.named_parameters() if p.requires_grad])
@@ -134,8 +136,8 @@ def _build_dictionary(encoders: dict, wli: np.ndarray, nbi: np.ndarray, num_clas
         encoder = create_backbone(cfg["model"], num_classes=0)
         encoder.load_state_dict(encoders[name])
         feats = extract_features(encoder.to(ctx.device), images, ctx.device)
-        out[name], out[f"{name}_mean"] = shift_dictionary(feats, num_classes, int(dcfg["samples"]), ctx.seed,
-                                                          int(dcfg["kmeans_init"]))
+        out[name], out[f"{name}_mean"] = shift_dictionary(feats, num_classes, dcfg["samples"], ctx.seed,
+                                                          dcfg["kmeans_init"])
     return out
 
 
@@ -210,7 +212,7 @@ def train(data: SemiSupervisedSplit, cfg: dict, ctx: RunContext) -> Trained:
 
     train_cfg = deep_merge(cfg["train"], fcfg["train"])
     probe_heads(model.probed_heads(), data.labeled, ctx.device, train_cfg)
-    batch = int(train_cfg["batch_size"])
+    batch = train_cfg["batch_size"]
     iterations = finetune_iterations(cfg, len(data.labeled))
     batches = PairedBatches(data.labeled.wli, data.labeled.nbi, data.labeled.labels, batch, ctx.seed, ctx.device, salt=13)
     anneal = max(1.0, fcfg["kl_anneal"] * iterations)
@@ -237,7 +239,7 @@ def _finetune_stage_iterations(cfg: dict, sizes: Sizes) -> int:
 
 
 def _finetune_eval_every(cfg: dict) -> int:
-    return int(deep_merge(cfg["train"], cfg["method"]["finetune"]["train"])["eval_every"])
+    return deep_merge(cfg["train"], cfg["method"]["finetune"]["train"])["eval_every"]
 
 
 def _shared_pretraining(cfg: dict) -> str:
@@ -249,7 +251,7 @@ def _shortened(cfg: dict, steps: int, num_pairs: int) -> dict:
     cfg = copy.deepcopy(cfg)
     cfg["train"].update(iterations=steps, eval_every=steps)
     pcfg, fcfg = cfg["method"]["pretrain"], cfg["method"]["finetune"]
-    per_epoch = max(1, num_pairs // int(pcfg["batch_size"]))
+    per_epoch = max(1, num_pairs // pcfg["batch_size"])
     pcfg["epochs"] = (steps - 0.5) / per_epoch  # rounded up to `steps` by _epochs_to_iterations
     fcfg["epochs"] = None  # the fine-tuning then runs its train.iterations
     fcfg["train"] = {**fcfg["train"], "iterations": steps, "eval_every": steps}

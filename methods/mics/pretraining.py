@@ -83,7 +83,7 @@ class SynergisticPretrainer(nn.Module):
             self.proj_w_m, self.proj_n_m = copy.deepcopy(self.proj_w), copy.deepcopy(self.proj_n)
             for _, p_m in self._momentum_pairs():
                 p_m.requires_grad_(False)
-            self.temp = nn.Parameter(torch.tensor(float(ccfg["temp"])))  # learnable, as in ALBEF
+            self.temp = nn.Parameter(torch.tensor(ccfg["temp"]))  # learnable, as in ALBEF
             self.register_buffer("queue_w", F.normalize(torch.randn(ccfg["embed_dim"], ccfg["queue_size"]), dim=0))
             self.register_buffer("queue_n", F.normalize(torch.randn(ccfg["embed_dim"], ccfg["queue_size"]), dim=0))
             self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))

@@ -32,7 +32,7 @@ def stage_iterations(cfg: dict) -> dict[str, int]:
     share = float(settings["pretrain"]["share"])
     if settings["sspc"]["weight"] <= 0 and settings["nce"]["weight"] <= 0:
         share = 0.0
-    total = int(cfg["train"]["iterations"])
+    total = cfg["train"]["iterations"]
     pretrain = round(share * total)
     return {"pretrain": pretrain, "train": total - pretrain}
 
@@ -46,7 +46,7 @@ def _pretrain(model: RFPMSSClassifier, data: SemiSupervisedSplit, cfg: dict, ctx
     dim = model.encoders["wli"].num_features
     spaces = AnchorSpaces(model.projections, dim, int(settings["joint_dim"]), settings["anchors"], settings["sspc"],
                           settings["nce"], bank).to(ctx.device)
-    batch = int(train_cfg["batch_size"]) * (1 + int(train_cfg["uratio"]))  # the images of one SSL step
+    batch = train_cfg["batch_size"] * (1 + train_cfg["uratio"])  # the images of one SSL step
     pairs = PairedBatches(wli, nbi, None, batch, ctx.seed, ctx.device, salt=31)
     encoders = model.encoders.requires_grad_(False)
     forward_loss = ctx.distribute(spaces, "forward_loss")
@@ -80,7 +80,7 @@ def train(data: SemiSupervisedSplit, cfg: dict, ctx: RunContext) -> Trained:
         info = _pretrain(model, data, cfg, ctx, stages["pretrain"], stages["train"])
     # after stage 1: the head reads the projections it trained (a resumed stage 2 loads its own head)
     probe_heads([(model.head, model.embed)], data.labeled, ctx.device, train_cfg)
-    labeled = PairedBatches(data.labeled.wli, data.labeled.nbi, data.labeled.labels, int(train_cfg["batch_size"]),
+    labeled = PairedBatches(data.labeled.wli, data.labeled.nbi, data.labeled.labels, train_cfg["batch_size"],
                             ctx.seed, ctx.device, salt=32)
     forward_loss = ctx.distribute(model, "forward_loss")
     trained = main.run(lambda it: forward_loss(*labeled(it)))

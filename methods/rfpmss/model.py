@@ -90,7 +90,7 @@ class AnchorSpaces(nn.Module):
         super().__init__()
         self.projections, self.acfg, self.sspc, self.nce = projections, acfg, sspc, nce
         # Anchors and banks only with SSPC on: every trained parameter gets a gradient (DDP needs it).
-        k = int(acfg["count"]) if sspc["weight"] > 0 else 0
+        k = acfg["count"] if sspc["weight"] > 0 else 0
         self.anchors_in = nn.ParameterDict({m: nn.Parameter(torch.empty(k, dim)) for m in MODALITIES if k})
         self.anchors_joint = nn.ParameterDict({m: nn.Parameter(torch.empty(k, joint_dim)) for m in MODALITIES if k})
         for p in [*self.anchors_in.values(), *self.anchors_joint.values()]:

@@ -48,10 +48,10 @@ def train(data: SemiSupervisedSplit, cfg: dict, ctx: RunContext) -> Trained:
     batch = int(tr["batch_size"])
     labeled = LabeledBatches(data.labeled, batch, ctx.seed, ctx.device)
     unlabeled = UnlabeledBatches(data.unlabeled, batch * int(tr["uratio"]), ctx.seed, ctx.device, hp["mode"])
-    sat = SelfAdaptiveThreshold(data.num_classes, float(hp["sat_momentum"]), ctx.device)
-    sab = SuperAugmentationBlock(len(data.unlabeled), int(hp["sab"]["history"]), float(hp["sab"]["mask_prob"]),
-                                 float(hp["sab"]["noise_std"]), backbone.patch_embed.patch_size[0], ctx.device)
-    temperature, lambda_u, lambda_f = float(hp["T"]), float(hp["lambda_u"]), float(hp["lambda_fairness"])
+    sat = SelfAdaptiveThreshold(data.num_classes, hp["sat_momentum"], ctx.device)
+    sab = SuperAugmentationBlock(len(data.unlabeled), hp["sab"]["history"], hp["sab"]["mask_prob"],
+                                 hp["sab"]["noise_std"], backbone.patch_embed.patch_size[0], ctx.device)
+    temperature, lambda_u, lambda_f = hp["T"], hp["lambda_u"], hp["lambda_fairness"]
 
     def step(it: int) -> dict:
         x, y = labeled(it)
@@ -62,7 +62,7 @@ def train(data: SemiSupervisedSplit, cfg: dict, ctx: RunContext) -> Trained:
         selected = sab.select(idx)
         strong = sab.augment(strong, selected, step_generator(ctx.seed, it, salt=21))
         rng = np.random.default_rng([ctx.seed, it, 22])
-        mixed = cross_set_mix(x, y, weak, probs, float(hp["cam"]["confidence"]), float(hp["cam"]["alpha"]), rng)
+        mixed = cross_set_mix(x, y, weak, probs, hp["cam"]["confidence"], hp["cam"]["alpha"], rng)
 
         logits, features = model.logits_and_features(torch.cat([x, strong, mixed.images]))
         n, n_u = len(x), len(weak)

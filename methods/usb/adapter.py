@@ -114,8 +114,8 @@ class USBRun:
         self.name, self.data, self.cfg, self.ctx = name, data, cfg, ctx
         self.targets = targets  # unlabeled indices -> pseudo-labels in place of semilearn's (the controls)
         train = cfg["train"]
-        self.iterations = int(train["iterations"])
-        batch, uratio = int(train["batch_size"]), int(train.get("uratio", 1))
+        self.iterations = train["iterations"]
+        batch, uratio = train["batch_size"], train["uratio"]
         self.labeled = LabeledBatches(data.labeled, batch, ctx.seed, ctx.device)
         self.unlabeled = UnlabeledBatches(data.unlabeled, batch * uratio, ctx.seed, ctx.device, cfg["method"]["mode"])
         method = {k: v for k, v in cfg["method"].items() if k not in _OURS}
@@ -148,7 +148,7 @@ class USBRun:
             "num_classes": data.num_classes, "num_labels": len(data.labeled),
             "lb_dest_len": len(data.labeled), "ulb_dest_len": len(data.unlabeled),
             "num_train_iter": ssl_iters, "batch_size": batch, "uratio": uratio,
-            "eval_batch_size": int(train["eval_batch_size"]),
+            "eval_batch_size": train["eval_batch_size"],
             "dataset": "mics-bench-arrays",  # unknown to semilearn: it loads no data
             "save_dir": str(self.ctx.run_dir), "save_name": "usb", "resume": False,
             "gpu": dev.index if dev.type == "cuda" else None,
@@ -156,7 +156,7 @@ class USBRun:
             # loading); fit() turns them on under torchrun.
             "distributed": False, "rank": 0, "world_size": 1, "num_workers": 0,
             "net": self.cfg["model"]["arch"], "use_pretrain": False, "pretrain_path": "",
-            "optim": "AdamW", "lr": float(train["lr"]), "weight_decay": float(train["weight_decay"]),
+            "optim": "AdamW", "lr": train["lr"], "weight_decay": train["weight_decay"],
             "amp": False,  # TrainingLoop's autocast and GradScaler
             "ema_m": 0.0,  # semilearn's EMA never runs; TrainingLoop's EMA is the evaluated model
         }

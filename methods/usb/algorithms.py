@@ -12,7 +12,7 @@ from .adapter import USBRun
 
 def _dash_warmup(cfg: dict) -> int:
     """Dash's supervised warm-up steps, inside train.iterations; a validation pass then gives rho_init."""
-    return int(cfg["method"]["num_wu_iter"])
+    return cfg["method"]["num_wu_iter"]
 
 
 @register_method("fixmatch", VIEW_MODES, "FixMatch (USB): fixed confidence threshold 0.95", config=FixMatchConfig,

@@ -39,8 +39,8 @@ def split_ratios(data_cfg: dict) -> tuple[float, float, float]:
 def split_seed(data_cfg: dict, seed: int, part: str = "split") -> int:
     """The seed that draws the train / val / test partition (`part` "split") or the labeled subsets
     ("labeled"): the run's, unless `data.split_seed` / `data.labeled_seed` fixes it."""
-    fixed = data_cfg.get(f"{part}_seed")
-    return seed if fixed is None else int(fixed)
+    fixed = data_cfg[f"{part}_seed"]
+    return seed if fixed is None else fixed
 
 
 def _scenes_per_class(data_cfg: dict) -> int:
@@ -52,10 +52,10 @@ def dataset_key(data_cfg: dict) -> dict:
     name = data_cfg["name"]
     if name not in DATASETS:
         raise unknown_name("dataset", name, DATASETS)
-    size = int(data_cfg["image_size"])
+    size = data_cfg["image_size"]
     if name == "synthetic":
         return {"version": CACHE_VERSION, "name": name, "image_size": size,
-                "num_per_class": _scenes_per_class(data_cfg), "seed": int(data_cfg["synthetic"]["seed"])}
+                "num_per_class": _scenes_per_class(data_cfg), "seed": data_cfg["synthetic"]["seed"]}
     root = data_cfg["root"]
     if not root:
         raise ConfigError(f"dataset '{name}' needs --data-root (the folder holding its class folders)")
@@ -78,11 +78,11 @@ def load_dataset(data_cfg: dict, progress: bool = False) -> tuple[RawDataset, Pa
 
 
 def _build(data_cfg: dict, progress: bool) -> RawDataset:
-    name, size = data_cfg["name"], int(data_cfg["image_size"])
+    name, size = data_cfg["name"], data_cfg["image_size"]
     if name == "synthetic":
         from benchmark.kit.data.synthetic import render_synthetic
 
-        return render_synthetic(_scenes_per_class(data_cfg), size, int(data_cfg["synthetic"]["seed"]))
+        return render_synthetic(_scenes_per_class(data_cfg), size, data_cfg["synthetic"]["seed"])
     from benchmark.kit.data.folders import read_kvasir, read_paired
 
     root = Path(data_cfg["root"])
@@ -146,7 +146,7 @@ def make_split(raw: RawDataset, folder: Path, data_cfg: dict, labels: float, see
     parts = load_split_indices(raw, folder, data_cfg, seed)
     labeled = labeled_subset(raw, parts, data_cfg, labels, seed)
     # USB's include_lb_to_ulb: the labeled images are also unlabeled images (its default, and usb_cv's)
-    unlabeled = parts["train"] if data_cfg.get("include_labeled_in_unlabeled") else np.setdiff1d(parts["train"], labeled)
+    unlabeled = parts["train"] if data_cfg["include_labeled_in_unlabeled"] else np.setdiff1d(parts["train"], labeled)
     return SemiSupervisedSplit(
         dataset=data_cfg["name"], classes=raw.classes, labels_percent=check_ratio(labels),
         labeled=_part(raw, labeled), unlabeled=_part(raw, unlabeled, hide_labels=True),
