@@ -152,9 +152,9 @@ def _worker(out: Path) -> None:
     torch.save({"init": both(*init), "trained": both(encoders["wli"], encoders["nbi"])}, out / f"mics-rank{rank}.pt")
 
     # A whole MICS cell through the runner (pre-training cache, dictionary, fine-tuning, record), twice.
-    cell = Cell(*MICS_CELL)
-    first = run_cell(cell, cfg, out / "results", "cpu").status
-    again = run_cell(cell, cfg, out / "results", "cpu").status
+    cell = Cell(*MICS_CELL, cfg=cfg)
+    first = run_cell(cell, out / "results", "cpu").status
+    again = run_cell(cell, out / "results", "cpu").status
     statuses = [None] * WORLD
     dist.all_gather_object(statuses, (first, again))
     if distributed.is_main():

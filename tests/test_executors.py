@@ -23,7 +23,7 @@ import submitit
 import benchmark.harness.executors as executors
 from benchmark.cli import main
 from benchmark.harness.config import config_hash
-from benchmark.harness.grid import Cell, cell_configs
+from benchmark.harness.grid import Cell, configured
 from benchmark.kit.files import file_lock
 from methods.registry import _REGISTRY, Cost, Stage, get_method, register_method
 
@@ -183,12 +183,12 @@ def test_slurm_submission_settings_dependencies_and_resubmission(reference, tmp_
                 "103": Cell("synthetic", "mics", "fused", 50.0, 1)}
     for job_id, cell in expected.items():
         task = submitted(job_id)
-        assert task.cell == cell and task.out == out.resolve() and "executor" not in task.cfg
+        assert task.cell == cell and task.out == out.resolve() and "executor" not in task.cell.cfg
         assert f"  {job_id:<12} {cell}" in printed
     assert "synthetic/mics/fused/labels50/seed1  (after 101_1)" in printed
-    [cfg] = cell_configs([expected["102"]], "smoke", None, None, None)
-    cfg.pop("executor")
-    assert config_hash(submitted("102").cfg) == config_hash(cfg)  # the executor section is not in the hash
+    [cell] = configured([expected["102"]], "smoke", None, None, None)
+    cell.cfg.pop("executor")
+    assert config_hash(submitted("102").cell.cfg) == config_hash(cell.cfg)  # the executor section is not in the hash
 
 
 def test_slurm_executor_parameters(tmp_path, fake_slurm) -> None:

@@ -220,9 +220,8 @@ def test_a_dry_run_prints_the_cells_and_their_disk(tmp_path, capsys):
 def test_the_disk_probe_sizes_checkpoints_as_they_are_written(tmp_path):
     """The probe's checkpoint size against a real checkpoint of the same loop once it holds all it will: the
     optimizer's moments (after a step) and the best validation copy (after the first validation, at 3)."""
-    cell = Cell("synthetic", "habit", "single", 50.0, 0)
     cfg = build_config("smoke", "habit", "single", "synthetic", 50, 0)
-    (probed,) = probe_loops(cell, cfg)
+    (probed,) = probe_loops(Cell("synthetic", "habit", "single", 50.0, 0, cfg=cfg))
     from benchmark.kit import budget
     from benchmark.kit.data import load_dataset, make_split
     from methods import get_method

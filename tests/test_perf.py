@@ -186,11 +186,11 @@ def test_the_shipped_quick_costs_fit_the_readme_grid() -> None:
     profile's settings and budget (else it is silently not used) and a cost for every cell of that grid. A change
     to the quick profile's data, model or budget fails here until the file is measured again."""
     from benchmark.harness.costs import _budget, _key, cost_settings, load_costs, shipped_costs
-    from benchmark.harness.grid import cell_configs, expand_grid
+    from benchmark.harness.grid import configured, expand_grid
 
     shipped = json.loads(shipped_costs("quick").read_text())
-    cells = expand_grid("all", "5,10,30,50", "synthetic")
-    configs = cell_configs(cells, "quick", None, None, None)
+    cells = configured(expand_grid("all", "5,10,30,50", "synthetic"), "quick", None, None, None)
+    configs = [cell.cfg for cell in cells]
     assert shipped["settings"] == json.loads(json.dumps(cost_settings(configs[0])))
     assert shipped["budget"] == _budget(configs[0]) and shipped["calibration_s"] > 0
     assert {_key(c.method, c.mode, c.labels) for c in cells} <= set(shipped["cells"])

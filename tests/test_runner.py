@@ -21,7 +21,7 @@ from torch import nn
 
 import benchmark.harness.config
 from benchmark.cli import main
-from benchmark.harness.grid import Cell, cell_configs
+from benchmark.harness.grid import Cell, configured
 from benchmark.kit.curves import read_curves
 from benchmark.kit.data.loaders import to_tensor
 from benchmark.kit.training import TrainingLoop
@@ -219,8 +219,8 @@ def test_override_applies_to_the_cells_that_have_its_key(monkeypatch, tmp_path: 
     monkeypatch.setattr(benchmark.harness.config, "method_config",
                         lambda method, profile: ({"T": 0.5}, "toy") if method == "toy_a" else real(method, profile))
     cells = [Cell("synthetic", "toy_a", "single", 50.0, 0), Cell("synthetic", "toy_b", "single", 50.0, 0)]
-    a, b = cell_configs(cells, "smoke", {"method.T": 0.9}, None, None)
-    assert a["method"]["T"] == 0.9 and "T" not in b["method"]
+    a, b = configured(cells, "smoke", {"method.T": 0.9}, None, None)
+    assert a.cfg["method"]["T"] == 0.9 and "T" not in b.cfg["method"]
     args = ["run", "--method", "toy_b", "--profile", "smoke", "--out", str(tmp_path), "--dry-run"]
     assert main(args + ["--set", "method.T=0.9"]) == 2
     err = capsys.readouterr().err

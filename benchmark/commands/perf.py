@@ -10,7 +10,7 @@ from pathlib import Path
 import methods
 from benchmark.harness.config import parse_overrides
 from benchmark.harness.estimate import estimate_grid
-from benchmark.harness.grid import cell_configs, expand_grid
+from benchmark.harness.grid import configured, expand_grid
 from benchmark.harness.measure import SUPERVISED, measure, measured_configs
 from benchmark.harness.perf_record import write_record
 from benchmark.kit.config_files import DEFAULT_PROFILE, PROFILES, load_profile
@@ -81,7 +81,7 @@ def main(args: argparse.Namespace) -> int:
     root = args.data_root if target == dataset else None
     for group in ("all", "ablations"):
         cells = expand_grid(group, GRID_LABELS, target)
-        estimate = estimate_grid(cells, cell_configs(cells, args.profile, overrides, root, args.nbi), record)
+        estimate = estimate_grid(configured(cells, args.profile, overrides, root, args.nbi), record)
         command = f"run --method {group} --labels {GRID_LABELS} --dataset {target} --profile {args.profile}"
         for option, value in (("--data-root", root), ("--nbi", args.nbi)):
             command += f" {option} {value}" if value else ""

@@ -17,7 +17,7 @@ from benchmark.harness.costs import estimate, write_costs
 from benchmark.harness.disk import grid_disk
 from benchmark.harness.estimate import dry_run_estimate
 from benchmark.harness.executors import EXECUTORS, follow_jobs, run_pool, submit_to_slurm, take_slurm_settings
-from benchmark.harness.grid import Cell, cell_configs, check_cells, expand_grid
+from benchmark.harness.grid import Cell, check_cells, configured, expand_grid
 from benchmark.harness.perf_record import process_age_s
 from benchmark.harness.runner import run_grid
 from benchmark.kit import distributed
@@ -60,7 +60,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="--executor slurm: follow the jobs to their end (default: submit, print the job ids, return)")
 
 
-def _workers(args: argparse.Namespace, configs: list[dict]) -> int:
+def _workers(args: argparse.Namespace, cells: list[Cell]) -> int:
     """Cells at once: `--workers N`, or for `auto` as many as the machine holds at `runtime.threads` each
     (one per core at the default of 1; on CUDA `--cells-per-gpu` per GPU). Under torchrun, Slurm or with
     every core per cell (threads 0): one, in this process."""
@@ -76,26 +76,26 @@ def _workers(args: argparse.Namespace, configs: list[dict]) -> int:
         raise ConfigError(f"bad --cells-per-gpu {args.cells_per_gpu}; expected 1 or more")
     if args.executor != "local" or distributed.world_size() > 1:
         return 1
-    if _device(args, configs).type == "cuda":
+    if _device(args, cells).type == "cuda":
         return torch.cuda.device_count() * args.cells_per_gpu
-    threads = max(cfg["runtime"]["threads"] for cfg in configs)
+    threads = max(cell.cfg["runtime"]["threads"] for cell in cells)
     return max(1, available_cores() // threads) if threads else 1
 
 
-def _device(args: argparse.Namespace, configs: list[dict]) -> torch.device:
-    return resolve_device(args.device if args.device != "auto" else configs[0]["runtime"]["device"])
+def _device(args: argparse.Namespace, cells: list[Cell]) -> torch.device:
+    return resolve_device(args.device if args.device != "auto" else cells[0].cfg["runtime"]["device"])
 
 
-def _estimate(cells: list[Cell], configs: list[dict], args: argparse.Namespace, workers: int):
+def _estimate(cells: list[Cell], args: argparse.Namespace, workers: int):
     """The grid's estimate on this machine from measured cell costs (`benchmark.harness.costs`), or None."""
     if args.executor != "local" or not cells:
         return None
-    return estimate(cells, configs, args.reports, workers, _device(args, configs))
+    return estimate(cells, args.reports, workers, _device(args, cells))
 
 
-def _estimate_line(found, cells: list[Cell], configs: list[dict], reports: Path, device: torch.device) -> str:
+def _estimate_line(found, cells: list[Cell], reports: Path, device: torch.device) -> str:
     """The grid's estimated wall time on this machine (`found`, from cell costs), else from a `perf` measurement."""
-    return found.line() if found is not None else dry_run_estimate(cells, configs, reports, device)
+    return found.line() if found is not None else dry_run_estimate(cells, reports, device)
 
 
 def check_out(out: Path, needs_writing: bool) -> None:
@@ -116,45 +116,44 @@ def main(args: argparse.Namespace) -> int:
     overrides = parse_overrides(args.overrides)
     cells = expand_grid(args.method, args.labels, args.dataset, args.modes, args.seeds)
     resolve_device(args.device)  # a bad or missing device is an error before anything runs
-    configs = cell_configs(cells, args.profile, overrides, args.data_root, args.nbi)
-    slurm = take_slurm_settings(configs)
+    cells = configured(cells, args.profile, overrides, args.data_root, args.nbi)
+    slurm = take_slurm_settings(cells)
     distributed.init()
-    workers = _workers(args, configs)
+    workers = _workers(args, cells)
     if workers > 1 and args.executor != "local":
         raise ConfigError("--workers is for --executor local; on Slurm, executor.array_parallelism limits the jobs at once")
     if distributed.world_size() > 1 and (workers > 1 or args.executor != "local"):
         raise ConfigError("under torchrun every process runs every cell with the others; "
                           "--workers and --executor slurm start processes of their own")
     check_out(args.out, needs_writing=False)
-    for model_cfg in {json.dumps(c["model"], sort_keys=True): c["model"] for c in configs}.values():
+    for model_cfg in {json.dumps(c.cfg["model"], sort_keys=True): c.cfg["model"] for c in cells}.values():
         create_backbone(model_cfg, num_classes=2)  # starting weights missing or unfit: one line, before any cell
-    pending = [(c, cfg) for c, cfg in zip(cells, configs) if not is_done(c, cfg, args.out)]
-    check_cells([c for c, _ in pending], [cfg for _, cfg in pending])  # a dry run checks what a run checks
+    pending = [c for c in cells if not is_done(c, args.out)]
+    check_cells(pending)  # a dry run checks what a run checks
     if args.dry_run:
-        return _dry_run(cells, configs, args, workers) if distributed.is_main() else 0
+        return _dry_run(cells, args, workers) if distributed.is_main() else 0
     check_out(args.out, needs_writing=bool(pending))
-    todo, todo_configs = [c for c, _ in pending], [cfg for _, cfg in pending]
-    found = _estimate(todo, todo_configs, args, workers) if distributed.is_main() else None
-    seconds = dict(zip(todo, found.durations)) if found is not None else None
+    found = _estimate(pending, args, workers) if distributed.is_main() else None
+    seconds = dict(zip(pending, found.durations)) if found is not None else None
     if distributed.is_main():
-        print(_estimate_line(found, todo, todo_configs, args.reports, _device(args, configs)))
+        print(_estimate_line(found, pending, args.reports, _device(args, cells)))
 
     start = time.perf_counter()
     if args.executor == "slurm":
-        outcomes, jobs = submit_to_slurm(cells, configs, args.out, args.device, slurm)
+        outcomes, jobs = submit_to_slurm(cells, args.out, args.device, slurm)
         if not args.wait:
             print("Each job adds its record to results.csv as it ends; `--dry-run` shows every cell's state. "
                   "Once the jobs have ended, the same command submits again only the cells still missing.")
             return 0
         outcomes += follow_jobs(jobs)
     elif workers > 1 and len(pending) > 1:
-        outcomes = run_pool(cells, configs, args.out, args.device, min(workers, len(pending)), seconds)
+        outcomes = run_pool(cells, args.out, args.device, min(workers, len(pending)), seconds)
     else:
-        outcomes = run_grid(cells, configs, args.out, args.device, seconds)
+        outcomes = run_grid(cells, args.out, args.device, seconds)
         if not distributed.is_main():
             return 0  # under torchrun rank 0 sums up and reports for all processes
     if args.executor == "local" and distributed.world_size() == 1:
-        outcomes = _take_over(outcomes, cells, configs, args.out, args.device)
+        outcomes = _take_over(outcomes, cells, args.out, args.device)
     counts = Counter(o.status for o in outcomes)
     abandoned = [o for o in outcomes if o.status == "busy" and holder_is_gone(o.message)]
     print(f"grid: {counts['finished']} finished, {counts['done']} already done, {counts['failed']} failed, "
@@ -173,40 +172,37 @@ def main(args: argparse.Namespace) -> int:
         if markdown in written:
             print("\n" + markdown.read_text())
         print("wrote " + ", ".join(str(p) for p in written))
-    ran = [(o.record, cfg) for o, cfg in zip(outcomes, [dict(zip(cells, configs))[o.cell] for o in outcomes])
-           if o.status == "finished" and o.record is not None]
+    ran = [o for o in outcomes if o.status == "finished" and o.record is not None]
     if ran and args.executor == "local":
-        costs = write_costs([r for r, _ in ran], [cfg for _, cfg in ran], args.reports, process_age_s(),
-                            min(workers, len(ran)), _device(args, configs))
+        costs = write_costs([o.record for o in ran], [o.cell.cfg for o in ran], args.reports, process_age_s(),
+                            min(workers, len(ran)), _device(args, cells))
         if costs is not None:
             print(f"cell costs of this machine: {costs} (the next estimate starts from them)")
     return 1 if counts["failed"] or abandoned else 0
 
 
-def _take_over(outcomes: list[Outcome], cells: list[Cell], configs: list[dict], out: Path,
-               device: str) -> list[Outcome]:
+def _take_over(outcomes: list[Outcome], cells: list[Cell], out: Path, device: str) -> list[Outcome]:
     """Cells that were left to another process which has ended since without finishing them (killed,
     say) run here now, so that a command never ends with a cell nobody runs."""
-    config_of = dict(zip(cells, configs))
     left = {o.cell for o in outcomes if o.status == "busy" and lock_holder(o.cell.lock(out)) is None
-            and not is_done(o.cell, config_of[o.cell], out)}
+            and not is_done(o.cell, out)}
     if not left:
         return outcomes
     print(f"{len(left)} cells were left to a process that has ended without finishing them: running them here")
-    again = run_grid([c for c in cells if c in left], [cfg for c, cfg in zip(cells, configs) if c in left], out, device)
+    again = run_grid([c for c in cells if c in left], out, device)
     return [o for o in outcomes if o.cell not in left] + again
 
 
-def _dry_run(cells: list[Cell], configs: list[dict], args: argparse.Namespace, workers: int) -> int:
-    statuses = [cell_status(c, cfg, args.out) for c, cfg in zip(cells, configs)]
+def _dry_run(cells: list[Cell], args: argparse.Namespace, workers: int) -> int:
+    statuses = [cell_status(c, args.out) for c in cells]
     for cell, (status, detail) in zip(cells, statuses):
         print(f"{status:<8} {cell}" + (f"  ({detail})" if detail else ""))
     counts = Counter(s for s, _ in statuses)
     print(f"{len(cells)} cells: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
     todo = [i for i, (status, _) in enumerate(statuses) if status not in ("done", "running")]
-    todo_cells, todo_configs = [cells[i] for i in todo], [configs[i] for i in todo]
+    todo_cells = [cells[i] for i in todo]
     if todo:
-        print("\n".join(grid_disk(todo_cells, todo_configs).lines(args.out)))
-    found = _estimate(todo_cells, todo_configs, args, workers)
-    print(_estimate_line(found, todo_cells, todo_configs, args.reports, _device(args, configs)))
+        print("\n".join(grid_disk(todo_cells).lines(args.out)))
+    found = _estimate(todo_cells, args, workers)
+    print(_estimate_line(found, todo_cells, args.reports, _device(args, cells)))
     return 0

@@ -1,6 +1,6 @@
 """Runs one grid cell, one record each, unless a record of its very config is there.
 
-`run_cell` depends only on its arguments and the files under `out`, so a local pool or a Slurm job
+`run_cell` depends only on its cell (with its config) and the files under `out`, so a local pool or a Slurm job
 can call it in another process. Each call claims its cell with a lock beside the cell's folder
 (`<seed folder>.lock`) before touching it: any number of processes can work on one output folder,
 and a cell another process holds is left to it.
@@ -38,10 +38,10 @@ class Outcome:
     log: Path | None = None
 
 
-def finished_record(cell: Cell, cfg: dict, out: Path) -> dict | None:
+def finished_record(cell: Cell, out: Path) -> dict | None:
     """The cell's record if it was computed with this very config and the files saved with it are
     whole; a damaged record or output file is reported in one line, and the cell runs again."""
-    folder = cell.folder(out)
+    folder, cfg = cell.folder(out), cell.cfg
     record = read_record(folder)
     if record is None or record.get("config_hash") != config_hash(cfg):
         return None
@@ -55,15 +55,15 @@ def finished_record(cell: Cell, cfg: dict, out: Path) -> dict | None:
     return record
 
 
-def is_done(cell: Cell, cfg: dict, out: Path) -> bool:
+def is_done(cell: Cell, out: Path) -> bool:
     """A whole record computed with this very config exists."""
-    return finished_record(cell, cfg, out) is not None
+    return finished_record(cell, out) is not None
 
 
-def cell_status(cell: Cell, cfg: dict, out: Path) -> tuple[str, str]:
+def cell_status(cell: Cell, out: Path) -> tuple[str, str]:
     """(status, detail) of a cell as `run` would find it: done, running, failed, rerun, resume or todo."""
-    folder, chash = cell.folder(out), config_hash(cfg)
-    record = finished_record(cell, cfg, out)
+    folder, chash = cell.folder(out), config_hash(cell.cfg)
+    record = finished_record(cell, out)
     if record is not None:
         return "done", f"test_top1 {record['test_top1']:.2f}"
     holder = lock_holder(cell.lock(out))
@@ -80,7 +80,7 @@ def cell_status(cell: Cell, cfg: dict, out: Path) -> tuple[str, str]:
     return "todo", ""
 
 
-def run_cell(cell: Cell, cfg: dict, out: Path, device: str = "auto", show_progress: bool = False) -> Outcome:
+def run_cell(cell: Cell, out: Path, device: str = "auto", show_progress: bool = False) -> Outcome:
     """Train and evaluate one cell unless a record of the same config exists.
 
     A killed run leaves its checkpoints and no record; the next call resumes from them. A run that
@@ -94,21 +94,21 @@ def run_cell(cell: Cell, cfg: dict, out: Path, device: str = "auto", show_progre
     out = Path(out)
     folder = cell.folder(out)
     if not distributed.is_main():
-        return _follow(cell, cfg, out, device)
-    if is_done(cell, cfg, out):
+        return _follow(cell, out, device)
+    if is_done(cell, out):
         return _lead(Outcome(cell, "done", read_record(folder)))
     with file_lock(cell.lock(out), wait=False) as claimed:
         if not claimed:
             return _lead(Outcome(cell, "busy", message=lock_holder(cell.lock(out)) or "another process"))
-        if is_done(cell, cfg, out):  # finished by another process between our check and our claim
+        if is_done(cell, out):  # finished by another process between our check and our claim
             return _lead(Outcome(cell, "done", read_record(folder)))
-        reason = _prepare_folder(folder, config_hash(cfg))
+        reason = _prepare_folder(folder, config_hash(cell.cfg))
         distributed.broadcast_object("run")
         with _RunLog(folder / LOG):
             if reason:
                 _log.info(reason)
             try:
-                record = train_and_evaluate(cell, cfg, out, device, show_progress)
+                record = train_and_evaluate(cell, out, device, show_progress)
             except BenchmarkError:
                 raise
             except KeyboardInterrupt:
@@ -117,18 +117,18 @@ def run_cell(cell: Cell, cfg: dict, out: Path, device: str = "auto", show_progre
             except OSError as err:
                 if storage_error(err) is not None:  # a full disk or a read-only folder stops the grid
                     raise storage_error(err) from None
-                return _failed(cell, cfg, folder, err)
+                return _failed(cell, folder, err)
             except Exception as err:  # noqa: BLE001 - one broken cell must not stop the grid
-                return _failed(cell, cfg, folder, err)
+                return _failed(cell, folder, err)
     return Outcome(cell, "finished", record, log=folder / LOG)
 
 
-def _failed(cell: Cell, cfg: dict, folder: Path, err: Exception) -> Outcome:
+def _failed(cell: Cell, folder: Path, err: Exception) -> Outcome:
     """Mark a cell whose run raised as failed (`failed.json`, the traceback in `run.log`); the next
     `run` retries it. Under torchrun the error propagates (see `run_cell`)."""
     message = _one_line(err)
     _log.error("FAILED: %s\n%s", message, traceback.format_exc())
-    write_json_atomic(folder / FAILED, {"message": message, "config_hash": config_hash(cfg),
+    write_json_atomic(folder / FAILED, {"message": message, "config_hash": config_hash(cell.cfg),
                                         "time": time.strftime("%Y-%m-%d %H:%M:%S")})
     if distributed.world_size() > 1:
         raise err
@@ -141,13 +141,13 @@ def _lead(outcome: Outcome) -> Outcome:
     return outcome
 
 
-def _follow(cell: Cell, cfg: dict, out: Path, device: str) -> Outcome:
+def _follow(cell: Cell, out: Path, device: str) -> Outcome:
     """Ranks 1..N-1: do what rank 0 decided for the cell; when it runs, train along (rank 0 alone
     evaluates on test and writes the files)."""
     status = distributed.broadcast_object(None)
     if status != "run":
         return Outcome(cell, status)
-    train_and_evaluate(cell, cfg, out, device, show_progress=False)
+    train_and_evaluate(cell, out, device, show_progress=False)
     return Outcome(cell, "finished")
 
 

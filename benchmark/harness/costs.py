@@ -209,7 +209,7 @@ class Estimate:
         return text
 
 
-def _cell_seconds(cell: Cell, cfg: dict, costs: dict) -> tuple[float | None, bool]:
+def _cell_seconds(cell: Cell, costs: dict) -> tuple[float | None, bool]:
     """(own seconds, whether approximate) of one cell from `costs`; None when its method and mode were never
     measured."""
     measured = {}
@@ -220,7 +220,7 @@ def _cell_seconds(cell: Cell, cfg: dict, costs: dict) -> tuple[float | None, boo
     if not measured:
         return None, True
     nearest = min(measured, key=lambda r: (abs(r - cell.labels), r))
-    scale = _budget(cfg) / costs["budget"]
+    scale = _budget(cell.cfg) / costs["budget"]
     return measured[nearest] * scale, nearest != cell.labels or scale != 1.0
 
 
@@ -243,27 +243,28 @@ def schedule(durations: list[float], workers: int, leaders: dict[int, int]) -> f
     return max(ends.values(), default=0.0)
 
 
-def estimate(cells: list[Cell], configs: list[dict], reports: Path, workers: int, device: torch.device) -> Estimate | None:
+def estimate(cells: list[Cell], reports: Path, workers: int, device: torch.device) -> Estimate | None:
     """The wall time of running `cells` on `workers`, or None without measured costs for their settings."""
     if not cells:
         return Estimate(0.0, 0, workers, "nothing to run", [], [])
-    found = load_costs(reports, configs[0])
-    if found is None or any(cost_settings(cfg) != cost_settings(configs[0]) for cfg in configs):
+    first_cfg = cells[0].cfg
+    found = load_costs(reports, first_cfg)
+    if found is None or any(cost_settings(cell.cfg) != cost_settings(first_cfg) for cell in cells):
         return None
     costs, source = found
-    scale = calibration_s(configs[0], device)  # costs are in calibration steps
+    scale = calibration_s(first_cfg, device)  # costs are in calibration steps
     durations, approximate, unmeasured = [], [], []
     first: dict[tuple, int] = {}
     leaders: dict[int, int] = {}
-    for i, (cell, cfg) in enumerate(zip(cells, configs)):
-        seconds, approx = _cell_seconds(cell, cfg, costs)
+    for i, cell in enumerate(cells):
+        seconds, approx = _cell_seconds(cell, costs)
         if seconds is None:
             unmeasured.append(f"{cell.method}/{cell.mode}")
             seconds = statistics.median(costs["cells"].values())
         if approx:
             approximate.append(f"{cell.method}/{cell.mode}")
         for stage in _shared_loops(cell.method):
-            key = (stage.loop, stage.shared_key(cfg))
+            key = (stage.loop, stage.shared_key(cell.cfg))
             if key in first:
                 leaders.setdefault(i, first[key])
             else:

@@ -56,9 +56,9 @@ def _loop_size(loop, image_size: int) -> LoopSize:
     return LoopSize(loop.name, checkpoint, _bytes(evaluated), features)
 
 
-def probe_loops(cell: Cell, cfg: dict) -> list[LoopSize]:
+def probe_loops(cell: Cell) -> list[LoopSize]:
     """The training loops a cell builds before its first step, built on the meta device."""
-    spec = methods.get_method(cell.method)
+    spec, cfg = methods.get_method(cell.method), cell.cfg
     raw, cache = load_dataset(cfg["data"])
     split = make_split(raw, cache, cfg["data"], cell.labels, cell.seed)
     cfg = budget.apply(cfg, spec.stage_iterations(cfg, split.sizes()))
@@ -108,16 +108,16 @@ class GridDisk:
         return lines
 
 
-def grid_disk(cells: list[Cell], configs: list[dict]) -> GridDisk:
+def grid_disk(cells: list[Cell]) -> GridDisk:
     """The disk `cells` take (their datasets are loaded: `check_cells` has run)."""
     disk = GridDisk(cells=len(cells))
     probed: dict[str, list[LoopSize]] = {}
-    for cell, cfg in zip(cells, configs):
-        spec = methods.get_method(cell.method)
+    for cell in cells:
+        spec, cfg = methods.get_method(cell.method), cell.cfg
         setup = json.dumps({"method": cell.method, "mode": cell.mode, "model": cfg["model"], "m": cfg["method"],
                             "data": cfg["data"], "train": cfg["train"]}, sort_keys=True, default=str)
         if setup not in probed:
-            probed[setup] = probe_loops(cell, cfg)
+            probed[setup] = probe_loops(cell)
         loops = probed[setup]
         by_name = {loop.name: loop for loop in loops}
         last = by_name.get(spec.cost.stages[-1].loop)

@@ -133,7 +133,7 @@ def cell_seconds(method: str, cfg: dict, figures: dict, sizes: Sizes, record: di
     return seconds
 
 
-def estimate_grid(cells: list[Cell], configs: list[dict], record: dict) -> GridEstimate:
+def estimate_grid(cells: list[Cell], record: dict) -> GridEstimate:
     """Wall seconds of running `cells` one after the other in one process, from `record` (perf.json):
     every cell's `cell_seconds`, plus once per process start-up and first-use imports (`fixed_s`)."""
     total = record["fixed_s"]
@@ -141,8 +141,8 @@ def estimate_grid(cells: list[Cell], configs: list[dict], record: dict) -> GridE
     unmeasured: list[str] = []
     shared: set = set()
     approximate = False
-    for cell, cfg in zip(cells, configs):
-        figures = _figures_for(cell.method, cell.mode, record)
+    for cell in cells:
+        cfg, figures = cell.cfg, _figures_for(cell.method, cell.mode, record)
         if figures is None:
             unmeasured.append(f"{cell.method}/{cell.mode}")
             continue
@@ -154,14 +154,14 @@ def estimate_grid(cells: list[Cell], configs: list[dict], record: dict) -> GridE
     return GridEstimate(total, len(cells) - len(unmeasured), per_method, unmeasured, approximate)
 
 
-def dry_run_estimate(cells: list[Cell], configs: list[dict], reports: Path, device: torch.device) -> str:
+def dry_run_estimate(cells: list[Cell], reports: Path, device: torch.device) -> str:
     """The line `run --dry-run` prints: the estimate for `cells` from the last `perf` of their profile, when
     that `perf` measured on this kind of device with these step settings (a step timed on the CPU at batch 2
     says nothing of a CUDA grid at batch 64)."""
     if not cells:
         return "estimated wall time: 0 s, nothing to run"
     record = read_record(reports)
-    profiles = {cfg["profile"] for cfg in configs}
+    profiles = {cell.cfg["profile"] for cell in cells}
     which = ", ".join(sorted(profiles))
     again = f"(python -m benchmark perf --profile {which} with the grid's device and --set values)"
     if record is None or profiles != {record["profile"]}:
@@ -171,9 +171,9 @@ def dry_run_estimate(cells: list[Cell], configs: list[dict], reports: Path, devi
     if measured_on != device.type:
         return (f"estimated wall time: unknown, `perf` measured profile {which} on {measured_on}, this grid runs on "
                 f"{device.type} {again}")
-    wanted = json.loads(json.dumps(step_settings(configs[0])))
+    wanted = json.loads(json.dumps(step_settings(cells[0].cfg)))
     if record.get("settings") != wanted:
         differ = sorted(k for k in wanted if (record.get("settings") or {}).get(k) != wanted[k])
         return (f"estimated wall time: unknown, `perf` measured profile {which} with other {', '.join(differ)} "
                 f"than this grid's {again}")
-    return estimate_grid(cells, configs, record).line() + f" (figures of `perf` at {record['measured_at']})"
+    return estimate_grid(cells, record).line() + f" (figures of `perf` at {record['measured_at']})"

@@ -6,7 +6,7 @@
 - `run --executor slurm`: `submit_to_slurm`, one Slurm job per cell (grouped into job arrays) through
   submitit; `--wait` follows them with `follow_jobs`.
 
-Every executor runs a cell the same way, `CellTask`, which calls `runner.run_cell`: all of them write
+Every executor runs a cell the same way, `CellTask`, which calls `cell.run_cell`: all of them write
 the same records into the same output folder, and the runner's per-cell claims keep any number of
 them apart. A cell with a record is never run again, so re-running a command runs (or submits) only
 what is missing.
@@ -60,14 +60,13 @@ class CellTask(submitit.helpers.Checkpointable):
     (up to 3 times for time limits), and the requeued job resumes from the run's last checkpoint."""
 
     cell: Cell
-    cfg: dict
     out: Path
     device: str
     registrar: str
 
     def __call__(self) -> Outcome:
         importlib.import_module(self.registrar)
-        outcome = run_cell(self.cell, self.cfg, self.out, self.device)
+        outcome = run_cell(self.cell, self.out, self.device)
         if outcome.status == "finished":
             rebuild_results_csv(self.out)  # so the table is current even when nobody follows the jobs
         return outcome
@@ -94,20 +93,20 @@ class SlurmSettings:
                               f"got {self.sbatch!r}")
 
 
-def take_slurm_settings(configs: list[dict]) -> SlurmSettings:
+def take_slurm_settings(cells: list[Cell]) -> SlurmSettings:
     """Remove the `executor` section from every cell config and return it.
 
     Where a cell runs is not what it computes: the section stays out of the config hash and the
     record, so changing a partition or a time limit re-runs nothing. It comes from the profile and
     the `--set executor.KEY=VALUE` overrides, the same for every cell of a command."""
-    sections = [cfg.pop("executor") for cfg in configs]
+    sections = [cell.cfg.pop("executor") for cell in cells]
     return SlurmSettings(**sections[0])
 
 
-def cell_tasks(todo: list[tuple[Cell, dict]], out: Path, device: str) -> list[CellTask]:
-    """The tasks of (cell, config) pairs; `out` made absolute, as a Slurm job may start in another folder."""
+def cell_tasks(todo: list[Cell], out: Path, device: str) -> list[CellTask]:
+    """The tasks of `todo`; `out` made absolute, as a Slurm job may start in another folder."""
     out = Path(out).resolve()
-    return [CellTask(cell, cfg, out, device, methods.get_method(cell.method).train.__module__) for cell, cfg in todo]
+    return [CellTask(cell, out, device, methods.get_method(cell.method).train.__module__) for cell in todo]
 
 
 def pretraining_leaders(tasks: list[CellTask]) -> dict[Cell, Cell]:
@@ -119,7 +118,7 @@ def pretraining_leaders(tasks: list[CellTask]) -> dict[Cell, Cell]:
         for stage in methods.get_method(task.cell.method).cost.stages:
             if stage.shared_key is None:
                 continue
-            key = (stage.loop, stage.shared_key(task.cfg))
+            key = (stage.loop, stage.shared_key(task.cell.cfg))
             if key in first:
                 leaders.setdefault(task.cell, first[key])
             else:
@@ -130,7 +129,7 @@ def pretraining_leaders(tasks: list[CellTask]) -> dict[Cell, Cell]:
 # --------------------------------------------------------------------------- local worker processes
 
 
-def run_pool(cells: list[Cell], configs: list[dict], out: Path, device: str, workers: int,
+def run_pool(cells: list[Cell], out: Path, device: str, workers: int,
              seconds: dict[Cell, float] | None = None) -> list[Outcome]:
     """Run the cells in `workers` processes at once, with a progress bar and one summary line per cell
     as in `runner.run_grid`; every finished cell rebuilds `results.csv` (in its worker).
@@ -138,9 +137,9 @@ def run_pool(cells: list[Cell], configs: list[dict], out: Path, device: str, wor
     Cells are handed out in grid order as workers become free, except that a cell waits for its
     pre-training leader to end. An error in what the user asked for (`BenchmarkError`) stops the grid
     as in a sequential run, once the cells already running have ended."""
-    done = {cell for cell, cfg in zip(cells, configs) if is_done(cell, cfg, out)}
+    done = {cell for cell in cells if is_done(cell, out)}
     outcomes = [Outcome(cell, "done") for cell in cells if cell in done]
-    waiting = cell_tasks([(cell, cfg) for cell, cfg in zip(cells, configs) if cell not in done], out, device)
+    waiting = cell_tasks([cell for cell in cells if cell not in done], out, device)
     print(f"{len(cells)} cells: {len(outcomes)} already done, {len(waiting)} to run in {workers} workers")
     leaders = pretraining_leaders(waiting)
     total = len(waiting)
@@ -251,20 +250,20 @@ def slurm_executor(settings: SlurmSettings, folder: Path, dependency: str | None
     return executor
 
 
-def submit_to_slurm(cells: list[Cell], configs: list[dict], out: Path, device: str,
+def submit_to_slurm(cells: list[Cell], out: Path, device: str,
                     settings: SlurmSettings) -> tuple[list[Outcome], list[tuple[Cell, submitit.Job]]]:
     """Submit one job per cell that has no record and that no process holds now; print the job ids.
 
     -> (outcomes of the cells left alone, (cell, job) of each submitted one). Cells without a leader,
     the leaders first, go in one job array; each leader's followers in another, which depends on it."""
     outcomes, todo = [], []
-    for cell, cfg in zip(cells, configs):
-        if is_done(cell, cfg, out):
+    for cell in cells:
+        if is_done(cell, out):
             outcomes.append(Outcome(cell, "done"))
         elif (holder := lock_holder(cell.lock(out))) is not None:
             outcomes.append(Outcome(cell, "busy", message=holder))
         else:
-            todo.append((cell, cfg))
+            todo.append(cell)
     tasks = cell_tasks(todo, out, device)
     leaders = pretraining_leaders(tasks)
     leading = set(leaders.values())

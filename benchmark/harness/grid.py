@@ -7,7 +7,7 @@ end `test_outputs.npz` (what the reports and figures read), `model.pt` when `run
 for it, and last of all `result.json`; or `failed.json` when the run stopped with an error."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import methods
@@ -35,11 +35,15 @@ GROUPS = {"all": "table2", "ablations": "ablation", "controls": "control"}
 
 @dataclass(frozen=True)
 class Cell:
+    """One run of the grid: its coordinates (what identifies it, its folder and its lock) and, once
+    `configured` has built it, its effective config, validated against the schema (`cfg`)."""
+
     dataset: str
     method: str
     mode: str
     labels: float
     seed: int
+    cfg: dict = field(default_factory=dict, compare=False, repr=False)
 
     def folder(self, out: Path) -> Path:
         return run_dir(out, self.dataset, self.method, self.mode, self.labels, self.seed)
@@ -119,9 +123,9 @@ def expand_grid(method: str, labels: str, dataset: str, modes: str | None = None
     return cells
 
 
-def cell_configs(cells: list[Cell], profile: str, overrides: dict | None, data_root: str | None,
-                 nbi: str | None) -> list[dict]:
-    """The effective config of every cell.
+def configured(cells: list[Cell], profile: str, overrides: dict | None, data_root: str | None,
+               nbi: str | None) -> list[Cell]:
+    """The cells, each with its effective config.
 
     An override applies to each cell whose config has its key, so `--set method.T=0.9` reaches the
     methods that have a `T` and leaves the others alone; a key that no cell has is an error (a typo
@@ -139,17 +143,18 @@ def cell_configs(cells: list[Cell], profile: str, overrides: dict | None, data_r
                 error = err
         if not applied and error is not None:
             raise error
-    return [validate_config(cfg, "--set") for cfg in configs] if overrides else configs
+    configs = [validate_config(cfg, "--set") for cfg in configs] if overrides else configs
+    return [replace(cell, cfg=cfg) for cell, cfg in zip(cells, configs)]
 
 
-def check_cells(cells: list[Cell], configs: list[dict]) -> None:
+def check_cells(cells: list[Cell]) -> None:
     """What would stop a cell for reasons of the whole grid, checked before the first one runs (a
     `BenchmarkError` naming the cause): every dataset loads (its cache is built now if missing), and
     every (dataset, seed, ratio) gives each class a labeled, a validation and a test image, and
     unlabeled images to the methods that train on them. Only indices are computed: it takes seconds."""
     seen: set[tuple] = set()
-    for cell, cfg in zip(cells, configs):
-        spec = methods.get_method(cell.method)
+    for cell in cells:
+        cfg, spec = cell.cfg, methods.get_method(cell.method)
         key = (config_hash({"data": cfg["data"]}), cell.seed, cell.labels, spec.uses_unlabeled)
         if key in seen:
             continue

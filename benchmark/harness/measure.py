@@ -26,7 +26,7 @@ import torch
 import methods
 from benchmark.harness.bareloop import Interleaver, LoopFigures
 from benchmark.harness.cell import run_cell
-from benchmark.harness.grid import Cell, cell_configs
+from benchmark.harness.grid import Cell, configured
 from benchmark.harness.perf_record import (
     consumed_img_s,
     load_average,
@@ -167,9 +167,9 @@ def measure_cell_overhead(supervised: tuple[dict, float], device: torch.device, 
     test_pass_s = time.perf_counter() - start
     cell_s = []
     for attempt in range(2):
-        cell = Cell(split.dataset, REFERENCE, "single", labels, SEED)
+        cell = Cell(split.dataset, REFERENCE, "single", labels, SEED, cfg=cfg)
         start = time.perf_counter()
-        outcome = run_cell(cell, cfg, workdir / f"cells{attempt}", str(device))
+        outcome = run_cell(cell, workdir / f"cells{attempt}", str(device))
         cell_s.append(time.perf_counter() - start)
         if outcome.status != "finished":
             raise RuntimeError(f"the runner-overhead cell did not finish: {outcome.status} {outcome.message}")
@@ -241,10 +241,10 @@ def measured_configs(profile: str, pairs: list[Pair], dataset: str, data_root: s
     for name, mode in wanted:
         spec = methods.get_method(name)
         cells.append(Cell(dataset, name, mode, spec.fixed_labels if spec.fixed_labels is not None else LABELS, SEED))
-    configs = cell_configs(cells, profile, overrides, data_root, nbi)
-    for cfg in configs:
-        cfg.pop("executor", None)  # where a cell runs is not part of what it computes
-    return {pair: (cfg, cell.labels) for pair, cell, cfg in zip(wanted, cells, configs)}
+    cells = configured(cells, profile, overrides, data_root, nbi)
+    for cell in cells:
+        cell.cfg.pop("executor", None)  # where a cell runs is not part of what it computes
+    return {pair: (cell.cfg, cell.labels) for pair, cell in zip(wanted, cells)}
 
 
 def split_for(cfg: dict, labels: float) -> SemiSupervisedSplit:

@@ -36,7 +36,7 @@ class GridBar:
         self.bar.close()
 
 
-def run_grid(cells: list[Cell], configs: list[dict], out: Path, device: str = "auto",
+def run_grid(cells: list[Cell], out: Path, device: str = "auto",
              seconds: dict[Cell, float] | None = None) -> list[Outcome]:
     """Run the cells in order with a progress bar (weighted by `seconds`, the cells' estimated cost, when
     given), one summary line per cell, and `results.csv` rebuilt after every finished cell (so a killed
@@ -44,14 +44,14 @@ def run_grid(cells: list[Cell], configs: list[dict], out: Path, device: str = "a
     prints and writes."""
     distributed.init()
     main = distributed.is_main()
-    done = distributed.broadcast_object([is_done(c, cfg, out) for c, cfg in zip(cells, configs)])
-    pending = [(c, cfg) for c, cfg, d in zip(cells, configs, done) if not d]
+    done = distributed.broadcast_object([is_done(c, out) for c in cells])
+    pending = [c for c, d in zip(cells, done) if not d]
     if main:
         print(f"{len(cells)} cells: {len(cells) - len(pending)} already done, {len(pending)} to run")
     outcomes = [Outcome(c, "done") for c, d in zip(cells, done) if d]
-    with GridBar([c for c, _ in pending], seconds, enabled=main) as bar:
-        for i, (cell, cfg) in enumerate(pending, 1):
-            outcome = run_cell(cell, cfg, out, device, show_progress=True)
+    with GridBar(pending, seconds, enabled=main) as bar:
+        for i, cell in enumerate(pending, 1):
+            outcome = run_cell(cell, out, device, show_progress=True)
             outcomes.append(outcome)
             if not main:
                 continue
