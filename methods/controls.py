@@ -20,8 +20,8 @@ from benchmark.kit.contract import VIEW_MODES, RunContext, Trained
 from benchmark.kit.data.types import SemiSupervisedSplit
 
 from .registry import register_method
-from .schema import FixMatchConfig
 from .usb.adapter import USBRun
+from .usb.config import FixMatchConfig
 
 
 def _true_labels(ctx: RunContext) -> torch.Tensor:

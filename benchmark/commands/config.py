@@ -1,6 +1,6 @@
 """`config show`: the effective config a cell would run with (profile, method, `--set`), checked against
 the schema; `config keys`: every key with its type, default, range and meaning (`benchmark.kit.schema`), and
-the method's own keys (`methods/schema.py`) with the values its YAML gives them under `--profile`."""
+the method's own keys (`methods/<family>/config.py`) with the values its YAML gives them under `--profile`."""
 from __future__ import annotations
 
 import argparse

@@ -10,7 +10,7 @@ given), which is exactly the one line a user needs. Dataclasses would need that 
 hand for every key. The validated model is dumped back to a plain dict, so the rest of the suite keeps
 reading `cfg["train"]["lr"]` and records stay plain JSON.
 
-A method's own keys (`cfg["method"]`) are declared beside the method in `methods/schema.py` and checked
+A method's own keys (`cfg["method"]`) are declared beside the method (`methods/<family>/config.py`) and checked
 by `validate_method`; their values, each with its source, stay in the method's YAML.
 """
 from __future__ import annotations

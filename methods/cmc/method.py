@@ -16,7 +16,7 @@ from benchmark.kit.training import TrainingLoop
 
 from ..common import PairedBatches, stage_cfg
 from ..registry import Cost, Stage, register_method
-from ..schema import CMCConfig
+from .config import CMCConfig
 from .model import CMCClassifier
 
 PRESETS: dict[str, dict] = method_presets("cmc")

@@ -19,8 +19,8 @@ from benchmark.kit.training import TrainingLoop
 
 from ..common import LabeledBatches, UnlabeledBatches
 from ..registry import register_method
-from ..schema import HABITConfig
 from .cmh import ConsistencyAwareMomentumHeredity
+from .config import HABITConfig
 from .mrnet import MRNet
 from .rfc import DistributionAlignment, band_consistency, compensate_features
 

@@ -38,7 +38,7 @@ from benchmark.kit.training import TrainingLoop, atomic_save
 
 from ..common import PairedBatches
 from ..registry import Cost, Sizes, Stage, register_method
-from ..schema import MICSConfig
+from .config import MICSConfig
 from .dictionary import extract_features, shift_dictionary
 from .fusion import MICSClassifier
 from .pretraining import SynergisticPretrainer

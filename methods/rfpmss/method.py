@@ -19,7 +19,7 @@ from benchmark.kit.training import TrainingLoop
 
 from ..common import PairedBatches, stage_cfg
 from ..registry import Cost, Stage, register_method
-from ..schema import RFPMSSConfig
+from .config import RFPMSSConfig
 from .model import MODALITIES, AnchorSpaces, RFPMSSClassifier
 
 PRESETS: dict[str, dict] = method_presets("rfpmss")

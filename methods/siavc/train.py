@@ -19,8 +19,8 @@ from benchmark.kit.training import TrainingLoop
 
 from ..common import LabeledBatches, UnlabeledBatches, WLIClassifier, probe_wli_head
 from ..registry import register_method
-from ..schema import SIAVCConfig
 from .cam import MixRatioDiscriminator, cross_set_loss, cross_set_mix
+from .config import SIAVCConfig
 from .sab import SuperAugmentationBlock
 from .threshold import SelfAdaptiveThreshold
 

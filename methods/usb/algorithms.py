@@ -6,8 +6,8 @@ from benchmark.kit.contract import VIEW_MODES, RunContext, Trained
 from benchmark.kit.data.types import SemiSupervisedSplit
 
 from ..registry import Cost, register_method
-from ..schema import DashConfig, FixMatchConfig, FlexMatchConfig, FreeMatchConfig, SoftMatchConfig
 from .adapter import USBRun
+from .config import DashConfig, FixMatchConfig, FlexMatchConfig, FreeMatchConfig, SoftMatchConfig
 
 
 def _dash_warmup(cfg: dict) -> int:
