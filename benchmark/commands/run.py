@@ -155,7 +155,8 @@ def main(args: argparse.Namespace) -> int:
     if args.executor == "local" and distributed.world_size() == 1:
         outcomes = _take_over(outcomes, cells, args.out, args.device)
     counts = Counter(o.status for o in outcomes)
-    abandoned = [o for o in outcomes if o.status == "busy" and holder_is_gone(o.message)]
+    abandoned = [o for o in outcomes if o.status == "busy" and (holder := lock_holder(o.cell.lock(args.out)))
+                 and holder_is_gone(holder)]  # looked at now: the holder a cell was left to may have ended since
     print(f"grid: {counts['finished']} finished, {counts['done']} already done, {counts['failed']} failed, "
           f"{counts['busy']} left to another process ({time.perf_counter() - start:.1f} s)")
     for o in outcomes:
@@ -183,14 +184,14 @@ def main(args: argparse.Namespace) -> int:
 
 def _take_over(outcomes: list[Outcome], cells: list[Cell], out: Path, device: str) -> list[Outcome]:
     """Cells that were left to another process which has ended since without finishing them (killed,
-    say) run here now, so that a command never ends with a cell nobody runs."""
-    left = {o.cell for o in outcomes if o.status == "busy" and lock_holder(o.cell.lock(out)) is None
-            and not is_done(o.cell, out)}
-    if not left:
-        return outcomes
-    print(f"{len(left)} cells were left to a process that has ended without finishing them: running them here")
-    again = run_grid([c for c in cells if c in left], out, device)
-    return [o for o in outcomes if o.cell not in left] + again
+    say) run here now, so that a command never ends with a cell nobody runs; looked at again after each
+    round, as another holder may end while this process runs the last ones."""
+    while left := {o.cell for o in outcomes if o.status == "busy" and lock_holder(o.cell.lock(out)) is None
+                   and not is_done(o.cell, out)}:
+        print(f"{len(left)} cells were left to a process that has ended without finishing them: running them here")
+        again = run_grid([c for c in cells if c in left], out, device)
+        outcomes = [o for o in outcomes if o.cell not in left] + again
+    return outcomes
 
 
 def _dry_run(cells: list[Cell], args: argparse.Namespace, workers: int) -> int:
