@@ -189,6 +189,40 @@ def test_nan_loss_marks_the_cell_failed_and_the_grid_goes_on(tmp_path: Path, cap
     assert "done     synthetic/toy_a/single/labels50/seed0" in listing
 
 
+def test_a_holder_that_ends_after_the_take_over_check_is_not_reported_abandoned(tmp_path: Path, monkeypatch,
+                                                                                capsys) -> None:
+    """The cell's lock is held by another process when the grid and the take-over look; that process ends before
+    the command sums up. Its lock went with it, so nothing is abandoned: the command exits 0 (a stale look at
+    the lock made it exit 1), and the next run does the cell."""
+    import benchmark.commands.run as run_command
+
+    out = tmp_path / "out"
+    lock = Cell("synthetic", "toy_b", "single", 50.0, 0).lock(out)
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from benchmark.kit.files import file_lock\n"
+                               "with file_lock(sys.argv[1], wait=False) as held:\n"
+                               "    print(held, flush=True); time.sleep(120)", str(lock)],
+                              cwd=TESTS.parent, stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "True"
+    real_take_over = run_command._take_over
+
+    def take_over_then_the_holder_ends(*args):
+        outcomes = real_take_over(*args)  # the lock is held: nothing to take over
+        holder.kill()
+        holder.wait()
+        return outcomes
+
+    monkeypatch.setattr(run_command, "_take_over", take_over_then_the_holder_ends)
+    args = ["run", "--method", "toy_b", "--modes", "single", "--labels", "50", "--profile", "smoke", "--device", "cpu",
+            "--workers", "1", "--out", str(out), "--reports", str(tmp_path / "reports")]
+    try:
+        assert main(args) == 0
+    finally:
+        holder.kill()
+    printed = capsys.readouterr().out
+    assert "1 left to another process" in printed and "which has ended" not in printed
+    monkeypatch.setattr(run_command, "_take_over", real_take_over)
+    assert main(args) == 0 and (out / "runs/synthetic/toy_b/single/labels50/seed0/result.json").exists()
+
 def test_changed_config_reruns_and_same_config_skips(tmp_path: Path, capsys) -> None:
     out = tmp_path / "out"
     base = ["run", "--method", "toy_a", "--modes", "single", "--labels", "50", "--profile", "smoke",
