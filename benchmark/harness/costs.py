@@ -42,7 +42,8 @@ def cost_settings(cfg: dict) -> dict:
     """What a cell's cost depends on beyond its method, mode and ratio, other than the budget (scaled)."""
     return {"profile": cfg["profile"], "dataset": cfg["data"]["name"], "image_size": cfg["data"]["image_size"],
             "synthetic": cfg["data"]["synthetic"] if cfg["data"]["name"] == "synthetic" else None,
-            "model": {k: cfg["model"][k] for k in ("arch", "kwargs")}, "threads": cfg["runtime"]["threads"]}
+            "model": {k: cfg["model"][k] for k in ("arch", "kwargs")}, "threads": cfg["runtime"]["threads"],
+            "batch_size": cfg["train"]["batch_size"]}  # a step's cost per image depends on it, as the calibration's
 
 
 def _budget(cfg: dict) -> float:
