@@ -65,12 +65,12 @@ def test_synthetic_parts_take_their_per_class_counts_and_split_seed_fixes_the_sp
     a = make_split(raw, folder, cfg["data"], 50, 0)
     assert (len(a.labeled) + len(a.val) + len(a.test), len(a.val), len(a.test)) == (6 * (12 + 20 + 30), 120, 180)
     b = make_split(raw, folder, cfg["data"], 50, 1)
-    assert not np.array_equal(a.labeled.index, b.labeled.index)  # seeds draw the labeled subsets ...
+    assert np.array_equal(a.labeled.index, b.labeled.index)  # one labeled subset (data.labeled_seed 0) ...
     assert np.array_equal(a.test.index, b.test.index)  # ... of one fixed partition (data.split_seed 0)
     e = make_split(raw, folder, {**cfg["data"], "split_seed": None}, 50, 1)
     assert not np.array_equal(a.test.index, e.test.index)  # null: each seed its own partition
-    d = make_split(raw, folder, {**cfg["data"], "labeled_seed": 0}, 50, 1)
-    assert np.array_equal(a.labeled.index, d.labeled.index)
+    d = make_split(raw, folder, {**cfg["data"], "labeled_seed": None}, 50, 1)
+    assert not np.array_equal(a.labeled.index, d.labeled.index)  # null: each seed its own labeled subsets
 
 
 # -- the paired comparison ---------------------------------------------------------------------------------

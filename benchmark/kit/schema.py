@@ -60,8 +60,9 @@ class DataConfig(Section):
                                            "synthetic: its per-class counts instead")
     split_seed: int | None = Field(0, ge=0, description="seed of the train / val / test partition, fixed as in USB's "
                                                         "benchmarks (seeds draw the labeled subsets); null: the run's seed")
-    labeled_seed: int | None = Field(None, ge=0, description="seed of the labeled subsets; null: the run's seed "
-                                                             "(fixed: the noise decomposition, docs/protocol.md §5)")
+    labeled_seed: int | None = Field(0, ge=0, description="seed of the labeled subsets, fixed as the partition (one "
+                                                          "labeled subset per ratio, as the paper's one split; seeds vary "
+                                                          "the training); null: the run's seed (docs/protocol.md §5)")
     include_labeled_in_unlabeled: bool = Field(
         True, description="the labeled images are unlabeled images too (USB's include_lb_to_ulb, its default)")
 
@@ -128,10 +129,11 @@ class TimeConstants(Section):
 class TrainConfig(Section):
     """The budget and optimisation shared by every method of a profile."""
 
-    iterations: int = Field(450, ge=1, description="training steps (quick: the budget of the grid on 2 cores)")
-    batch_size: int = Field(32, ge=1, description="labeled images per step")
+    iterations: int = Field(900, ge=1, description="training steps (quick: the budget of the grid on 2 cores)")
+    batch_size: int = Field(16, ge=1, description="labeled images per step (quick: 16, twice the updates of 32 for "
+                                                  "the same images seen; docs/protocol.md §5)")
     uratio: int = Field(1, ge=1, description="unlabeled images per labeled image")
-    eval_every: int = Field(150, ge=1, description="steps between validations (and one after the last)")
+    eval_every: int = Field(300, ge=1, description="steps between validations (and one after the last)")
     eval_batch_size: int = Field(256, ge=1, description="images per batch when evaluating")
     optimizer: Literal["adamw", "sgd"] = Field("adamw", description="optimizer")
     momentum: float = Field(0.9, ge=0.0, lt=1.0, description="SGD's momentum (optimizer sgd only)")
@@ -141,7 +143,7 @@ class TrainConfig(Section):
     weight_decay: float = Field(0.0005, ge=0.0, description="decoupled weight decay (USB usb_cv)")
     warmup_iterations: int = Field(5120, ge=0, description="linear warm-up steps (USB usb_cv; budget-scaled)")
     ema_momentum: float = Field(0.99, ge=0.0, lt=1.0, description="EMA of the evaluated weights, 0 = none (usb_cv); "
-                                                              "quick: a horizon of 100 of its 450 steps (budget-scaled)")
+                                                              "quick: a horizon of 100 per 450 steps, 200 of its 900 (budget-scaled)")
     probe_head: bool = Field(True, description="classifier heads start from a linear probe of their features on the "
                                                 "labeled images (LP-FT; benchmark/kit/probe.py)")
 
@@ -201,7 +203,7 @@ class ProfileConfig(Section):
         [TimeConstants(stage="train", reference=204800, keys=["train.warmup_iterations"]),
          TimeConstants(stage="train", reference=450, keys=["train.ema_momentum"])],
         description="the profile's time constants: the lr warm-up, defined for usb_cv's 204,800 iterations, and the "
-                    "evaluated weights' EMA, defined for the quick profile's 450")
+                    "evaluated weights' EMA, defined as a horizon of 100 steps in 450")
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
 
