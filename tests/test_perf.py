@@ -197,6 +197,16 @@ def test_the_shipped_quick_costs_fit_the_readme_grid() -> None:
     assert load_costs(Path("/nonexistent"), configs[0])[1].startswith("the shipped costs")
 
 
+def test_costs_measured_at_another_batch_size_are_not_used() -> None:
+    """A step's cost per image depends on its batch (its fixed part is shared by fewer images at 16 than at 32),
+    and so does the calibration step: the quick costs do not estimate a grid run with another train.batch_size."""
+    from benchmark.harness.costs import load_costs
+    from benchmark.harness.grid import configured, expand_grid
+
+    cell = configured(expand_grid("fixmatch", "5", "synthetic"), "quick", {"train.batch_size": 32}, None, None)[0]
+    assert load_costs(Path("/nonexistent"), cell.cfg) is None
+
+
 # -- the GPU check (scripts/gpu_check.sh), in its CPU form ---------------------------------------------------
 def test_the_gpu_check_runs_on_the_cpu_and_estimates_the_paper_grids(tmp_path: Path, capsys) -> None:
     """What scripts/gpu_check.sh runs without a GPU: the measurement at smoke size, every method's device
