@@ -153,8 +153,8 @@ def _worker(out: Path) -> None:
 
     # A whole MICS cell through the runner (pre-training cache, dictionary, fine-tuning, record), twice.
     cell = Cell(*MICS_CELL, cfg=cfg)
-    first = run_cell(cell, out / "results", "cpu").status
-    again = run_cell(cell, out / "results", "cpu").status
+    first = run_cell(cell, out / "results").status
+    again = run_cell(cell, out / "results").status
     statuses = [None] * WORLD
     dist.all_gather_object(statuses, (first, again))
     if distributed.is_main():

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from benchmark.cli import main
-from benchmark.harness.config import build_config, config_hash, parse_overrides
+from benchmark.harness.config import build_config, config_hash, parse_overrides, with_device
 from benchmark.kit.data.loaders import BatchStream, step_generator, to_tensor, weak_augment
 from benchmark.kit.data.splits import labeled_indices, split_indices
 from benchmark.kit.errors import ConfigError
@@ -20,6 +20,19 @@ def test_profiles_build_and_override():
     base = build_config("quick", "supervised", "single", "synthetic", 5, 0)
     assert config_hash(cfg) != config_hash(base)
     assert config_hash(base) == config_hash(build_config("quick", "supervised", "single", "synthetic", 5, 0))
+
+
+def test_device_is_an_override_of_runtime_device_and_not_part_of_the_hash():
+    """`--device cpu` is `--set runtime.device=cpu`; where a cell runs is not what it computes, so the device
+    leaves the hash alone (the record says where it ran) and a grid moved to another device is not re-run."""
+    overrides = with_device({"train.iterations": 7}, "cpu")
+    assert overrides == {"train.iterations": 7, "runtime.device": "cpu"} and with_device({}, None) == {}
+    cfg = build_config("quick", "supervised", "single", "synthetic", 5, 0, overrides)
+    auto = build_config("quick", "supervised", "single", "synthetic", 5, 0, {"train.iterations": 7})
+    assert cfg["runtime"]["device"] == "cpu" and auto["runtime"]["device"] == "auto"
+    assert config_hash(cfg) == config_hash(auto)
+    with pytest.raises(ConfigError, match="unknown device 'tpu'"):
+        with_device({}, "tpu")
 
 
 def test_unknown_override_key_names_the_valid_keys():

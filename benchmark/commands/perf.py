@@ -8,7 +8,7 @@ import argparse
 from pathlib import Path
 
 import methods
-from benchmark.harness.config import parse_overrides
+from benchmark.harness.config import parse_overrides, with_device
 from benchmark.harness.estimate import estimate_grid
 from benchmark.harness.grid import configured, expand_grid
 from benchmark.harness.measure import SUPERVISED, measure, measured_configs
@@ -33,7 +33,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="override a config key for the measured runs and the estimate, as for `run`")
     parser.add_argument("--steps", default=16, type=int,
                         help="timed steps per method, of ours and of the bare loop each")
-    parser.add_argument("--device", default="auto", help=f"one of {', '.join(DEVICES)}")
+    parser.add_argument("--device", default=None,
+                        help=f"one of {', '.join(DEVICES)}: the same as --set runtime.device=... (default: the profile's)")
     parser.add_argument("--threads", default=None, type=int,
                         help="torch CPU threads (default: the profile's runtime.threads); on a machine shared with "
                              "other jobs, 1 gives figures that do not depend on their load (docs/perf.md)")
@@ -68,11 +69,11 @@ def main(args: argparse.Namespace) -> int:
     for name in (dataset, target):
         if name not in DATASETS:
             raise unknown_name("dataset", name, DATASETS)
-    overrides = parse_overrides(args.overrides)
+    overrides = with_device(parse_overrides(args.overrides), args.device)
     configs = measured_configs(args.profile, pairs, dataset, args.data_root, args.nbi, overrides)
     dataset_key(configs[SUPERVISED][0]["data"])  # a missing or unreadable folder ends here, before any measurement
     runtime = configs[SUPERVISED][0]["runtime"]
-    device = resolve_device(args.device if args.device != "auto" else runtime["device"])
+    device = resolve_device(runtime["device"])
     configure_threads(args.threads or runtime["threads"])
     print(f"perf: profile {args.profile} on {dataset}, {device}, {len(pairs)} method/mode pairs, {args.steps} timed "
           f"steps each (ours and bare alternating)")

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from benchmark.harness.cell import Outcome, cell_status, is_done
-from benchmark.harness.config import parse_overrides
+from benchmark.harness.config import parse_overrides, with_device
 from benchmark.harness.costs import estimate, write_costs
 from benchmark.harness.disk import grid_disk
 from benchmark.harness.estimate import dry_run_estimate
@@ -41,7 +41,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--modes", default=None, help="single,multi,fused (default: each method's own modes)")
     parser.add_argument("--seeds", default="0", help="comma-separated seeds")
     parser.add_argument("--profile", default=DEFAULT_PROFILE, help=f"one of {', '.join(PROFILES)}")
-    parser.add_argument("--device", default="auto", help=f"one of {', '.join(DEVICES)}")
+    parser.add_argument("--device", default=None,
+                        help=f"one of {', '.join(DEVICES)}: the same as --set runtime.device=... (default: the profile's)")
     parser.add_argument("--out", default="results", type=Path, help="output folder")
     parser.add_argument("--reports", default="reports", type=Path, help="folder of the tables and figures")
     parser.add_argument("--set", dest="overrides", action="append", metavar="KEY=VALUE",
@@ -76,21 +77,21 @@ def _workers(args: argparse.Namespace, cells: list[Cell]) -> int:
         raise ConfigError(f"bad --cells-per-gpu {args.cells_per_gpu}; expected 1 or more")
     if args.executor != "local" or distributed.world_size() > 1:
         return 1
-    if _device(args, cells).type == "cuda":
+    if _device(cells).type == "cuda":
         return torch.cuda.device_count() * args.cells_per_gpu
     threads = max(cell.cfg["runtime"]["threads"] for cell in cells)
     return max(1, available_cores() // threads) if threads else 1
 
 
-def _device(args: argparse.Namespace, cells: list[Cell]) -> torch.device:
-    return resolve_device(args.device if args.device != "auto" else cells[0].cfg["runtime"]["device"])
+def _device(cells: list[Cell]) -> torch.device:
+    return resolve_device(cells[0].cfg["runtime"]["device"])
 
 
 def _estimate(cells: list[Cell], args: argparse.Namespace, workers: int):
     """The grid's estimate on this machine from measured cell costs (`benchmark.harness.costs`), or None."""
     if args.executor != "local" or not cells:
         return None
-    return estimate(cells, args.reports, workers, _device(args, cells))
+    return estimate(cells, args.reports, workers, _device(cells))
 
 
 def _estimate_line(found, cells: list[Cell], reports: Path, device: torch.device) -> str:
@@ -113,10 +114,10 @@ def check_out(out: Path, needs_writing: bool) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    overrides = parse_overrides(args.overrides)
+    overrides = with_device(parse_overrides(args.overrides), args.device)
     cells = expand_grid(args.method, args.labels, args.dataset, args.modes, args.seeds)
-    resolve_device(args.device)  # a bad or missing device is an error before anything runs
     cells = configured(cells, args.profile, overrides, args.data_root, args.nbi)
+    _device(cells)  # a bad or missing device is an error before anything runs
     slurm = take_slurm_settings(cells)
     distributed.init()
     workers = _workers(args, cells)
@@ -136,24 +137,24 @@ def main(args: argparse.Namespace) -> int:
     found = _estimate(pending, args, workers) if distributed.is_main() else None
     seconds = dict(zip(pending, found.durations)) if found is not None else None
     if distributed.is_main():
-        print(_estimate_line(found, pending, args.reports, _device(args, cells)))
+        print(_estimate_line(found, pending, args.reports, _device(cells)))
 
     start = time.perf_counter()
     if args.executor == "slurm":
-        outcomes, jobs = submit_to_slurm(cells, args.out, args.device, slurm)
+        outcomes, jobs = submit_to_slurm(cells, args.out, slurm)
         if not args.wait:
             print("Each job adds its record to results.csv as it ends; `--dry-run` shows every cell's state. "
                   "Once the jobs have ended, the same command submits again only the cells still missing.")
             return 0
         outcomes += follow_jobs(jobs)
     elif workers > 1 and len(pending) > 1:
-        outcomes = run_pool(cells, args.out, args.device, min(workers, len(pending)), seconds)
+        outcomes = run_pool(cells, args.out, min(workers, len(pending)), seconds)
     else:
-        outcomes = run_grid(cells, args.out, args.device, seconds)
+        outcomes = run_grid(cells, args.out, seconds)
         if not distributed.is_main():
             return 0  # under torchrun rank 0 sums up and reports for all processes
     if args.executor == "local" and distributed.world_size() == 1:
-        outcomes = _take_over(outcomes, cells, args.out, args.device)
+        outcomes = _take_over(outcomes, cells, args.out)
     counts = Counter(o.status for o in outcomes)
     abandoned = [o for o in outcomes if o.status == "busy" and (holder := lock_holder(o.cell.lock(args.out)))
                  and holder_is_gone(holder)]  # looked at now: the holder a cell was left to may have ended since
@@ -176,20 +177,20 @@ def main(args: argparse.Namespace) -> int:
     ran = [o for o in outcomes if o.status == "finished" and o.record is not None]
     if ran and args.executor == "local":
         costs = write_costs([o.record for o in ran], [o.cell.cfg for o in ran], args.reports, process_age_s(),
-                            min(workers, len(ran)), _device(args, cells))
+                            min(workers, len(ran)), _device(cells))
         if costs is not None:
             print(f"cell costs of this machine: {costs} (the next estimate starts from them)")
     return 1 if counts["failed"] or abandoned else 0
 
 
-def _take_over(outcomes: list[Outcome], cells: list[Cell], out: Path, device: str) -> list[Outcome]:
+def _take_over(outcomes: list[Outcome], cells: list[Cell], out: Path) -> list[Outcome]:
     """Cells that were left to another process which has ended since without finishing them (killed,
     say) run here now, so that a command never ends with a cell nobody runs; looked at again after each
     round, as another holder may end while this process runs the last ones."""
     while left := {o.cell for o in outcomes if o.status == "busy" and lock_holder(o.cell.lock(out)) is None
                    and not is_done(o.cell, out)}:
         print(f"{len(left)} cells were left to a process that has ended without finishing them: running them here")
-        again = run_grid([c for c in cells if c in left], out, device)
+        again = run_grid([c for c in cells if c in left], out)
         outcomes = [o for o in outcomes if o.cell not in left] + again
     return outcomes
 
@@ -205,5 +206,5 @@ def _dry_run(cells: list[Cell], args: argparse.Namespace, workers: int) -> int:
     if todo:
         print("\n".join(grid_disk(todo_cells).lines(args.out)))
     found = _estimate(todo_cells, args, workers)
-    print(_estimate_line(found, todo_cells, args.reports, _device(args, cells)))
+    print(_estimate_line(found, todo_cells, args.reports, _device(cells)))
     return 0

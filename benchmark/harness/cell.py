@@ -80,7 +80,7 @@ def cell_status(cell: Cell, out: Path) -> tuple[str, str]:
     return "todo", ""
 
 
-def run_cell(cell: Cell, out: Path, device: str = "auto", show_progress: bool = False) -> Outcome:
+def run_cell(cell: Cell, out: Path, show_progress: bool = False) -> Outcome:
     """Train and evaluate one cell unless a record of the same config exists.
 
     A killed run leaves its checkpoints and no record; the next call resumes from them. A run that
@@ -94,7 +94,7 @@ def run_cell(cell: Cell, out: Path, device: str = "auto", show_progress: bool = 
     out = Path(out)
     folder = cell.folder(out)
     if not distributed.is_main():
-        return _follow(cell, out, device)
+        return _follow(cell, out)
     if is_done(cell, out):
         return _lead(Outcome(cell, "done", read_record(folder)))
     with file_lock(cell.lock(out), wait=False) as claimed:
@@ -108,7 +108,7 @@ def run_cell(cell: Cell, out: Path, device: str = "auto", show_progress: bool = 
             if reason:
                 _log.info(reason)
             try:
-                record = train_and_evaluate(cell, out, device, show_progress)
+                record = train_and_evaluate(cell, out, show_progress)
             except BenchmarkError:
                 raise
             except KeyboardInterrupt:
@@ -141,13 +141,13 @@ def _lead(outcome: Outcome) -> Outcome:
     return outcome
 
 
-def _follow(cell: Cell, out: Path, device: str) -> Outcome:
+def _follow(cell: Cell, out: Path) -> Outcome:
     """Ranks 1..N-1: do what rank 0 decided for the cell; when it runs, train along (rank 0 alone
     evaluates on test and writes the files)."""
     status = distributed.broadcast_object(None)
     if status != "run":
         return Outcome(cell, status)
-    train_and_evaluate(cell, out, device, show_progress=False)
+    train_and_evaluate(cell, out, show_progress=False)
     return Outcome(cell, "finished")
 
 

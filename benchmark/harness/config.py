@@ -13,6 +13,7 @@ import methods
 from benchmark.kit.config_files import load_profile, method_config
 from benchmark.kit.errors import ConfigError, unknown_name
 from benchmark.kit.files import stable_hash
+from benchmark.kit.runtime import resolve_device
 from benchmark.kit.schema import ProfileConfig, declared, validate
 
 # Keys that say where or how a run happens, not what it computes: left out of the config hash.
@@ -114,5 +115,18 @@ def build_config(
 
 
 def config_hash(cfg: dict) -> str:
-    """A short stable hash of what a run computes (where it runs and writes is left out)."""
-    return stable_hash({k: v for k, v in cfg.items() if k not in _UNHASHED}, length=12)
+    """A short stable hash of what a run computes. Where it runs and writes is left out: the device
+    (`runtime.device`; the record says which device a run used) as the output folder."""
+    kept = {k: v for k, v in cfg.items() if k not in _UNHASHED}
+    if isinstance(kept.get("runtime"), dict):
+        kept["runtime"] = {k: v for k, v in kept["runtime"].items() if k != "device"}
+    return stable_hash(kept, length=12)
+
+
+def with_device(overrides: dict[str, Any], device: str | None) -> dict[str, Any]:
+    """`--device NAME` is `--set runtime.device=NAME`; a name that is unknown, or CUDA where torch sees none,
+    ends here with one line, before anything runs."""
+    if device is None:
+        return overrides
+    resolve_device(device)
+    return {**overrides, "runtime.device": device}

@@ -67,7 +67,7 @@ class RunProgress:
             self.bar = None
 
 
-def train_and_evaluate(cell: Cell, out: Path, device: str, show_progress: bool) -> dict | None:
+def train_and_evaluate(cell: Cell, out: Path, show_progress: bool) -> dict | None:
     """The run itself: train, evaluate the selected and the last model on test, write the record
     (rank 0's part; under torchrun the other processes only train, and get None)."""
     start = time.perf_counter()  # the record's wall_s: the whole cell, its test pass and outputs included
@@ -75,7 +75,7 @@ def train_and_evaluate(cell: Cell, out: Path, device: str, show_progress: bool) 
     folder = cell.folder(out)
     cfg = cell.cfg
     chash = config_hash(cfg)
-    dev = resolve_device(device if device != "auto" else cfg["runtime"]["device"])
+    dev = resolve_device(cfg["runtime"]["device"])
     _log.info("run %s on %s, config %s, code %s", cell, dev, chash, code_version())
     configure_threads(cfg["runtime"]["threads"])
     seed_everything(cell.seed)

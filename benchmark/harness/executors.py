@@ -61,12 +61,11 @@ class CellTask(submitit.helpers.Checkpointable):
 
     cell: Cell
     out: Path
-    device: str
     registrar: str
 
     def __call__(self) -> Outcome:
         importlib.import_module(self.registrar)
-        outcome = run_cell(self.cell, self.out, self.device)
+        outcome = run_cell(self.cell, self.out)
         if outcome.status == "finished":
             rebuild_results_csv(self.out)  # so the table is current even when nobody follows the jobs
         return outcome
@@ -103,10 +102,10 @@ def take_slurm_settings(cells: list[Cell]) -> SlurmSettings:
     return SlurmSettings(**sections[0])
 
 
-def cell_tasks(todo: list[Cell], out: Path, device: str) -> list[CellTask]:
+def cell_tasks(todo: list[Cell], out: Path) -> list[CellTask]:
     """The tasks of `todo`; `out` made absolute, as a Slurm job may start in another folder."""
     out = Path(out).resolve()
-    return [CellTask(cell, out, device, methods.get_method(cell.method).train.__module__) for cell in todo]
+    return [CellTask(cell, out, methods.get_method(cell.method).train.__module__) for cell in todo]
 
 
 def pretraining_leaders(tasks: list[CellTask]) -> dict[Cell, Cell]:
@@ -129,7 +128,7 @@ def pretraining_leaders(tasks: list[CellTask]) -> dict[Cell, Cell]:
 # --------------------------------------------------------------------------- local worker processes
 
 
-def run_pool(cells: list[Cell], out: Path, device: str, workers: int,
+def run_pool(cells: list[Cell], out: Path, workers: int,
              seconds: dict[Cell, float] | None = None) -> list[Outcome]:
     """Run the cells in `workers` processes at once, with a progress bar and one summary line per cell
     as in `runner.run_grid`; every finished cell rebuilds `results.csv` (in its worker).
@@ -139,12 +138,12 @@ def run_pool(cells: list[Cell], out: Path, device: str, workers: int,
     as in a sequential run, once the cells already running have ended."""
     done = {cell for cell in cells if is_done(cell, out)}
     outcomes = [Outcome(cell, "done") for cell in cells if cell in done]
-    waiting = cell_tasks([cell for cell in cells if cell not in done], out, device)
+    waiting = cell_tasks([cell for cell in cells if cell not in done], out)
     print(f"{len(cells)} cells: {len(outcomes)} already done, {len(waiting)} to run in {workers} workers")
     leaders = pretraining_leaders(waiting)
     total = len(waiting)
     ended: set[Cell] = set()
-    slots = [_Worker(i, workers, device) for i in range(workers)]
+    slots = [_Worker(i, workers, cells[0].cfg["runtime"]["device"]) for i in range(workers)]
     running: dict[cf.Future, tuple[CellTask, _Worker]] = {}
     try:
         with GridBar([t.cell for t in waiting], seconds) as bar:
@@ -250,7 +249,7 @@ def slurm_executor(settings: SlurmSettings, folder: Path, dependency: str | None
     return executor
 
 
-def submit_to_slurm(cells: list[Cell], out: Path, device: str,
+def submit_to_slurm(cells: list[Cell], out: Path,
                     settings: SlurmSettings) -> tuple[list[Outcome], list[tuple[Cell, submitit.Job]]]:
     """Submit one job per cell that has no record and that no process holds now; print the job ids.
 
@@ -264,7 +263,7 @@ def submit_to_slurm(cells: list[Cell], out: Path, device: str,
             outcomes.append(Outcome(cell, "busy", message=holder))
         else:
             todo.append(cell)
-    tasks = cell_tasks(todo, out, device)
+    tasks = cell_tasks(todo, out)
     leaders = pretraining_leaders(tasks)
     leading = set(leaders.values())
     heads = [t for t in tasks if t.cell in leading]

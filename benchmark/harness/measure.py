@@ -167,9 +167,10 @@ def measure_cell_overhead(supervised: tuple[dict, float], device: torch.device, 
     test_pass_s = time.perf_counter() - start
     cell_s = []
     for attempt in range(2):
-        cell = Cell(split.dataset, REFERENCE, "single", labels, SEED, cfg=cfg)
+        cell = Cell(split.dataset, REFERENCE, "single", labels, SEED,
+                    cfg={**cfg, "runtime": {**cfg["runtime"], "device": device.type}})
         start = time.perf_counter()
-        outcome = run_cell(cell, workdir / f"cells{attempt}", str(device))
+        outcome = run_cell(cell, workdir / f"cells{attempt}")
         cell_s.append(time.perf_counter() - start)
         if outcome.status != "finished":
             raise RuntimeError(f"the runner-overhead cell did not finish: {outcome.status} {outcome.message}")

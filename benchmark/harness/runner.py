@@ -36,7 +36,7 @@ class GridBar:
         self.bar.close()
 
 
-def run_grid(cells: list[Cell], out: Path, device: str = "auto",
+def run_grid(cells: list[Cell], out: Path,
              seconds: dict[Cell, float] | None = None) -> list[Outcome]:
     """Run the cells in order with a progress bar (weighted by `seconds`, the cells' estimated cost, when
     given), one summary line per cell, and `results.csv` rebuilt after every finished cell (so a killed
@@ -51,7 +51,7 @@ def run_grid(cells: list[Cell], out: Path, device: str = "auto",
     outcomes = [Outcome(c, "done") for c, d in zip(cells, done) if d]
     with GridBar(pending, seconds, enabled=main) as bar:
         for i, cell in enumerate(pending, 1):
-            outcome = run_cell(cell, out, device, show_progress=True)
+            outcome = run_cell(cell, out, show_progress=True)
             outcomes.append(outcome)
             if not main:
                 continue
