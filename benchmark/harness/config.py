@@ -17,7 +17,7 @@ from benchmark.kit.runtime import resolve_device
 from benchmark.kit.schema import ProfileConfig, declared, validate
 
 # Keys that say where or how a run happens, not what it computes: left out of the config hash.
-_UNHASHED = ("device", "out", "progress")
+_UNHASHED = ("device", "out", "progress", "runtime.device")  # dotted: `runtime.device` is where a cell runs
 # Top-level keys a cell's config has beyond the profile's sections: set from the grid cell.
 _CELL_KEYS = ("method", "profile", "seed", "labels")
 
@@ -115,12 +115,15 @@ def build_config(
 
 
 def config_hash(cfg: dict) -> str:
-    """A short stable hash of what a run computes. Where it runs and writes is left out: the device
-    (`runtime.device`; the record says which device a run used) as the output folder."""
-    kept = {k: v for k, v in cfg.items() if k not in _UNHASHED}
-    if isinstance(kept.get("runtime"), dict):
-        kept["runtime"] = {k: v for k, v in kept["runtime"].items() if k != "device"}
-    return stable_hash(kept, length=12)
+    """A short stable hash of what a run computes: the `_UNHASHED` keys, where it runs (the record says which
+    device a run used) and writes, are left out."""
+    return stable_hash(_without(cfg, _UNHASHED), length=12)
+
+
+def _without(tree: dict, keys: tuple[str, ...], prefix: str = "") -> dict:
+    """`tree` less the dotted `keys`, at any depth."""
+    return {k: _without(v, keys, f"{prefix}{k}.") if isinstance(v, dict) else v
+            for k, v in tree.items() if f"{prefix}{k}" not in keys}
 
 
 def with_device(overrides: dict[str, Any], device: str | None) -> dict[str, Any]:

@@ -59,7 +59,7 @@ class DataConfig(Section):
                                description="train / val / test proportions, stratified (paper Table I: 6:2:2); "
                                            "synthetic: its per-class counts instead")
     split_seed: int | None = Field(0, ge=0, description="seed of the train / val / test partition, fixed as in USB's "
-                                                        "benchmarks (seeds draw the labeled subsets); null: the run's seed")
+                                                        "benchmarks; null: the run's seed")
     labeled_seed: int | None = Field(0, ge=0, description="seed of the labeled subsets, fixed as the partition (one "
                                                           "labeled subset per ratio, as the paper's one split; seeds vary "
                                                           "the training); null: the run's seed (docs/protocol.md §5)")
