@@ -20,7 +20,7 @@ from benchmark.kit.data.types import PairedArrays
 from benchmark.kit.distributed import shard_rows
 from benchmark.kit.lifetime import follow_parent
 from benchmark.kit.probe import probe_heads
-from benchmark.kit.runtime import available_cores
+from benchmark.kit.runtime import spare_cores
 
 
 class WLIClassifier(nn.Module):
@@ -175,10 +175,23 @@ _DELIVERED = False  # whether the current worker has made a batch yet (it is pas
 
 def augmenter_fits(device: torch.device) -> bool:
     """Whether the worker process has a core to itself: beside a GPU step always; on the CPU when torch's
-    threads leave one of this process's cores free (e.g. `runtime.threads: 1` on two cores). Else the
-    worker would take its CPU time from the step's threads, and stalling them costs more than making
-    the strong sources in line (docs/perf.md)."""
-    return torch.device(device).type == "cuda" or torch.get_num_threads() < available_cores()
+    threads leave a core of this process's share free (e.g. `runtime.threads: 1` on two cores, one cell at
+    a time). Else the worker would take its CPU time from a training step, this cell's or, in a pool of
+    one cell per core, the next slot's, and its start-up and hand-overs cost more than making the strong
+    sources in line (docs/perf.md)."""
+    return torch.device(device).type == "cuda" or spare_cores() > 0
+
+
+def warm_augmenter() -> None:
+    """Starts the worker process and waits until it has made a batch: a run's first seconds, when its
+    batches are made in line, paid before a measurement rather than inside it."""
+    global _DELIVERED
+    images = np.zeros((1, 8, 8, 3), dtype=np.uint8)
+    try:
+        augmenter().submit(randaugment, images, 0, 0).result()
+    except BrokenProcessPool:
+        augmenter(restart=True).submit(randaugment, images, 0, 0).result()
+    _DELIVERED = True
 
 
 def augmenter(restart: bool = False) -> ProcessPoolExecutor:

@@ -233,3 +233,23 @@ def test_the_cuda_path_check_names_what_is_off() -> None:
     problems = cuda_path_problems(record)
     assert len(problems) == 3 and problems[0].startswith("b/single: AMP is on")
     assert "2 host syncs per finetune step" in problems[1] and problems[2].startswith("loader single")
+
+
+def test_the_augmenter_takes_a_spare_core_only(monkeypatch) -> None:
+    """Single mode's RandAugment worker runs when this process's share of the cores has one its torch threads
+    leave free: one cell alone on two cores, not one of two cells of a pool on two cores (it would take its
+    CPU time from the other cell's step)."""
+    from benchmark.kit import runtime
+    from methods.common import augmenter_fits
+
+    monkeypatch.setattr(runtime, "available_cores", lambda: 2)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    cpu = torch.device("cpu")
+    try:
+        assert augmenter_fits(cpu)
+        runtime.share_cores(2)
+        assert not augmenter_fits(cpu)
+        monkeypatch.setattr(runtime, "available_cores", lambda: 4)
+        assert augmenter_fits(cpu)
+    finally:
+        runtime.share_cores(1)

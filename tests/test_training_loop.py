@@ -114,3 +114,29 @@ def test_runtime_compile_compiles_the_blocks_and_trains_as_eager(tmp_path):
     assert got.last.state_dict().keys() == expected.last.state_dict().keys()
     for a, b in zip(expected.last.state_dict().values(), got.last.state_dict().values()):
         assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_weight_average_is_torchs_ema_to_the_bit_and_checkpoints_alike():
+    """The loop's evaluated weights: what `AveragedModel` with `get_ema_multi_avg_fn` computes, bit for bit, on a
+    model with float and integer buffers; its checkpoint entries load into either."""
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    from benchmark.kit.training import WeightAverage
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 4), nn.BatchNorm1d(4), nn.Linear(4, 3))
+    ours = WeightAverage(model, 0.9)
+    torchs = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(0.9), use_buffers=True)
+    for step in range(4):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p))
+        model(torch.randn(6, 5))  # moves the BatchNorm statistics and its integer counter
+        ours.update()
+        torchs.update_parameters(model)
+    assert ours.state_dict().keys() == torchs.state_dict().keys()
+    for key, value in torchs.state_dict().items():
+        assert torch.equal(ours.state_dict()[key], value), key
+    resumed = WeightAverage(model, 0.9)
+    resumed.load_state_dict(torchs.state_dict())
+    assert resumed.n_averaged == 4 and torch.equal(resumed.module[0].weight, torchs.module[0].weight)

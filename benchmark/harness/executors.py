@@ -41,7 +41,7 @@ from benchmark.kit.errors import ConfigError, unknown_name
 from benchmark.kit.files import lock_holder
 from benchmark.kit.lifetime import follow_parent
 from benchmark.kit.records import rebuild_results_csv
-from benchmark.kit.runtime import available_cores
+from benchmark.kit.runtime import available_cores, share_cores
 from benchmark.kit.schema import CLUSTERS
 
 EXECUTORS = ("local", "slurm")
@@ -178,7 +178,7 @@ class _Worker:
     def __init__(self, index: int, count: int, device: str):
         gpus = torch.cuda.device_count() if device != "cpu" else 0
         threads = max(1, available_cores() // count)
-        self.initargs = (threads, index % gpus if gpus else None)
+        self.initargs = (threads, index % gpus if gpus else None, count)
         self.pool = self._start()
 
     def _start(self) -> cf.ProcessPoolExecutor:
@@ -212,14 +212,15 @@ def _interruptible(task: CellTask) -> Outcome:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def _start_worker(parent: int, threads: int, gpu: int | None) -> None:
+def _start_worker(parent: int, threads: int, gpu: int | None, slots: int) -> None:
     """First thing in each worker process: it ends with its parent (`follow_parent`), takes its share
-    of the CPU cores, and its own GPU.
+    of the CPU cores (one of `slots` cells at once), and its own GPU.
 
     `set_device` rather than CUDA_VISIBLE_DEVICES: the latter is read once, when CUDA initialises, which
     an import may already have done; "cuda" then means this GPU for everything the run does. A profile
     that sets `runtime.threads` overrides the thread count for its runs."""
     follow_parent(parent)
+    share_cores(slots)
     torch.set_num_threads(threads)
     if gpu is not None:
         torch.cuda.set_device(gpu)

@@ -43,6 +43,20 @@ def available_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
+_CELLS_AT_ONCE = [1]  # cells that share this machine's cores with this process: `share_cores`
+
+
+def share_cores(cells: int) -> None:
+    """This process is one of `cells` that run at once on the same cores (a slot of `run --workers`)."""
+    _CELLS_AT_ONCE[0] = max(1, int(cells))
+
+
+def spare_cores() -> int:
+    """Cores of this process's share that its torch threads leave free: where helper work (e.g. single
+    mode's RandAugment worker) runs without taking CPU time from a training step, its own or another cell's."""
+    return available_cores() // _CELLS_AT_ONCE[0] - torch.get_num_threads()
+
+
 def configure_threads(threads: int) -> None:
     """`runtime.threads`: a fixed count keeps a run's floating-point sums, and so its record, the same on
     any machine; 0 takes every core."""

@@ -24,7 +24,6 @@ from typing import Callable, Iterable
 import numpy as np
 import torch
 from torch import nn
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from benchmark.kit import distributed
 from benchmark.kit.contract import RunContext, Trained
@@ -186,6 +185,41 @@ class _NonFinite:
             raise NonFiniteLoss(f"{name}: loss is {self.value.item()} at iteration {int(self.first)}")
 
 
+class WeightAverage:
+    """The evaluated weights: an exponential moving average of a model's parameters and buffers, as
+    `torch.optim.swa_utils.AveragedModel` with `get_ema_multi_avg_fn(decay)` and `use_buffers=True` keeps
+    it (the same arithmetic, and the same checkpoint entries), with the tensor lists built once instead of
+    at every step."""
+
+    def __init__(self, model: nn.Module, decay: float):
+        self.module, self.decay, self.n_averaged = copy.deepcopy(model), decay, 0
+        pairs = list(zip([*self.module.parameters(), *self.module.buffers()], [*model.parameters(), *model.buffers()]))
+        self._pairs = [(a.detach(), b.detach()) for a, b in pairs]
+        self._lerped = tuple(map(list, zip(*[p for p in self._pairs if p[0].is_floating_point()]))) or ([], [])
+
+    @torch.no_grad()
+    def update(self) -> None:
+        """One step: the first copies the model; each later one moves every weight `1 - decay` of the way."""
+        if self.n_averaged == 0:
+            for averaged, current in self._pairs:
+                averaged.copy_(current)
+        else:
+            if self._lerped[0]:
+                torch._foreach_lerp_(self._lerped[0], self._lerped[1], 1 - self.decay)
+            for averaged, current in self._pairs:
+                if not averaged.is_floating_point():
+                    averaged.copy_(averaged * self.decay + current * (1 - self.decay))
+        self.n_averaged += 1
+
+    def state_dict(self) -> dict:
+        return {**{f"module.{k}": v for k, v in self.module.state_dict().items()},
+                "n_averaged": torch.tensor(self.n_averaged, dtype=torch.long)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.module.load_state_dict({k.removeprefix("module."): v for k, v in state.items() if k != "n_averaged"})
+        self.n_averaged = int(state["n_averaged"])
+
+
 class TrainingLoop:
     """Runs `iterations` steps of one model and selects the best validation checkpoint.
 
@@ -220,7 +254,7 @@ class TrainingLoop:
         # check of the gradients on the host).
         self.scaler = torch.amp.GradScaler(ctx.device.type, enabled=ctx.amp and _autocast_dtype(ctx) == torch.float16)
         decay = train_cfg["ema_momentum"]
-        self.ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True) if decay > 0 else None
+        self.ema = WeightAverage(model, decay) if decay > 0 else None
         if ctx.compile:  # after the EMA copy: the evaluated copy runs eagerly
             compile_blocks(model)
         self.extra_state, self.load_extra_state = extra_state, load_extra_state
@@ -304,7 +338,7 @@ class TrainingLoop:
             self.scaler.update()
             self.scheduler.step()
             if self.ema is not None:
-                self.ema.update_parameters(self.model)
+                self.ema.update()
             if it == self.start:
                 distributed.check_replicas(self._trained_params(), f"{self.name}, first step")
             done = it + 1

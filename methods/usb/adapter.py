@@ -133,6 +133,7 @@ class USBRun:
             if key in owned:
                 raise ConfigError(f"{where}: the profile sets it for every method (train/model/data sections)")
         self.algorithm = self._build({**method, **owned})
+        self.step_inputs = signature(self.algorithm.train_step).parameters  # as semilearn's process_batch filters
         rho_every = cfg["method"].get("rho_update_every")
         if rho_every is not None:
             # Dash's hook updates rho when `it % (10 * num_iter_per_epoch) == 0`: an exact fraction gives
@@ -197,11 +198,10 @@ class USBRun:
             alg.warmup_stage = False
         x_ulb_w, x_ulb_s, idx_ulb = self.unlabeled(it)
         batch = {"x_lb": x_lb, "y_lb": y_lb, "x_ulb_w": x_ulb_w, "x_ulb_s": x_ulb_s, "idx_ulb": idx_ulb}
-        wanted = signature(alg.train_step).parameters  # as semilearn's process_batch filters
         alg.it = it - self.warmup
         replace = {"gen_ulb_targets": lambda: self.targets(idx_ulb)} if self.targets is not None else {}
         with _HookOutputs(alg, ("masking", "gen_ulb_targets"), replace) as seen:
-            out, log = alg.train_step(**{k: v for k, v in batch.items() if k in wanted})
+            out, log = alg.train_step(**{k: v for k, v in batch.items() if k in self.step_inputs})
         alg.it += 1
         step = {"loss": out["loss"], **{k.rsplit("/", 1)[-1]: v for k, v in log.items()}}
         if len(seen) == 2:
