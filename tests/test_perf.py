@@ -253,3 +253,32 @@ def test_the_augmenter_takes_a_spare_core_only(monkeypatch) -> None:
         assert augmenter_fits(cpu)
     finally:
         runtime.share_cores(1)
+
+
+def test_a_model_call_through_distribute_is_one_module_call_the_bare_loop_replays() -> None:
+    """`ctx.distribute(model, "forward_loss")` is a module call in one process as under torchrun: the bare loop
+    replays the method's whole forward pass, its loss arithmetic outside any submodule included, as a plain
+    loop calling that model would run it."""
+    from torch import nn
+
+    from benchmark.harness.bareloop import BareLoop
+    from benchmark.harness.timing import CallRecorder
+    from benchmark.kit.distributed import distribute
+
+    class Model(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = nn.Linear(4, 3)
+
+        def forward_loss(self, x: torch.Tensor) -> dict:
+            return {"loss": self.net(x).logsumexp(1).mean()}
+
+    torch.manual_seed(0)
+    model, x = Model(), torch.randn(5, 4)
+    with CallRecorder() as recorder:
+        out = distribute(model, "forward_loss")(x)
+    assert len(recorder.calls) == 1 and recorder.calls[0].grad
+    assert torch.equal(out["loss"], model.forward_loss(x)["loss"])
+    before = model.net.weight.detach().clone()
+    BareLoop(recorder.calls, lr=0.1, amp=False, device=torch.device("cpu")).step()
+    assert not torch.equal(before, model.net.weight)

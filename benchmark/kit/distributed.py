@@ -134,16 +134,17 @@ class _Call(nn.Module):
 
 
 def distribute(module: nn.Module, call: str = "forward") -> Callable:
-    """What a training step calls instead of `module.<call>`: in one process that very method; under
-    torchrun a DistributedDataParallel wrapper around it, so `backward` averages the gradients of
-    `module`'s parameters across processes (the optimizer keeps stepping the same tensors).
+    """What a training step calls instead of `module.<call>`: in one process that very method, called as
+    a module (`_Call`), as DDP calls it; under torchrun a DistributedDataParallel wrapper around it, so
+    `backward` averages the gradients of `module`'s parameters across processes (the optimizer keeps
+    stepping the same tensors). Either way what the step computes through its model is one module call,
+    the forward pass a plain PyTorch loop would make (what `perf`'s bare loop replays).
 
     DDP's defaults: every parameter that requires grad must get a gradient in each step (DDP says so
     at the second step otherwise), and rank 0's buffers are copied to the others before each forward
     (the suite's buffers, MICS's queues and dictionaries, are alike everywhere anyway)."""
-    if world_size() == 1:
-        return module if call == "forward" else getattr(module, call)
-    return DistributedDataParallel(module if call == "forward" else _Call(module, call))
+    step = module if call == "forward" else _Call(module, call)
+    return step if world_size() == 1 else DistributedDataParallel(step)
 
 
 def check_replicas(params: Iterable[torch.Tensor], where: str) -> None:
