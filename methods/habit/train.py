@@ -51,9 +51,9 @@ def train(data: SemiSupervisedSplit, cfg: dict, ctx: RunContext) -> Trained:
     probe_heads([(head, lambda batch, p=p: student(batch["wli"]).features[p]) for p, head in enumerate(student.heads)],
                 data.labeled, ctx.device, tr)
     model = HABITModel(student).to(ctx.device)  # the teacher starts as a copy of the probed student
-    batch = int(tr["batch_size"])
+    batch = tr["batch_size"]
     labeled = LabeledBatches(data.labeled, batch, ctx.seed, ctx.device)
-    unlabeled = UnlabeledBatches(data.unlabeled, batch * int(tr["uratio"]), ctx.seed, ctx.device, hp["mode"])
+    unlabeled = UnlabeledBatches(data.unlabeled, batch * tr["uratio"], ctx.seed, ctx.device, hp["mode"])
     alignment = DistributionAlignment(hp["rfc"]["alignment_queue"])
     band = tuple(float(b) for b in hp["rfc"]["band"])
     threshold, lambda_u, rfc_weight = hp["threshold"], hp["lambda_u"], hp["rfc"]["weight"]

@@ -29,7 +29,7 @@ def stage_iterations(cfg: dict) -> dict[str, int]:
     """Each stage's iterations: `pretrain.share` of the run's `train.iterations` (none when both stage-1
     losses are off), then the rest, so an RFPMSS cell costs the iterations of any other Table II cell."""
     settings = cfg["method"]
-    share = float(settings["pretrain"]["share"])
+    share = settings["pretrain"]["share"]
     if settings["sspc"]["weight"] <= 0 and settings["nce"]["weight"] <= 0:
         share = 0.0
     total = cfg["train"]["iterations"]
@@ -42,9 +42,9 @@ def _pretrain(model: RFPMSSClassifier, data: SemiSupervisedSplit, cfg: dict, ctx
     """Stage 1 on every training pair with the encoders frozen -> what it used (for the record)."""
     settings, train_cfg = cfg["method"], cfg["train"]
     wli, nbi = data.train_pairs
-    bank = min(int(settings["anchors"]["bank"]), len(wli))  # more would hold stale copies of the same pairs
+    bank = min(settings["anchors"]["bank"], len(wli))  # more would hold stale copies of the same pairs
     dim = model.encoders["wli"].num_features
-    spaces = AnchorSpaces(model.projections, dim, int(settings["joint_dim"]), settings["anchors"], settings["sspc"],
+    spaces = AnchorSpaces(model.projections, dim, settings["joint_dim"], settings["anchors"], settings["sspc"],
                           settings["nce"], bank).to(ctx.device)
     batch = train_cfg["batch_size"] * (1 + train_cfg["uratio"])  # the images of one SSL step
     pairs = PairedBatches(wli, nbi, None, batch, ctx.seed, ctx.device, salt=31)
@@ -71,7 +71,7 @@ def train(data: SemiSupervisedSplit, cfg: dict, ctx: RunContext) -> Trained:
     stages = stage_iterations(cfg)
     total = sum(stages.values())
     model = RFPMSSClassifier(create_backbone(cfg["model"], num_classes=0), create_backbone(cfg["model"], num_classes=0),
-                             data.num_classes, int(settings["joint_dim"]), settings["projection"]).to(ctx.device)
+                             data.num_classes, settings["joint_dim"], settings["projection"]).to(ctx.device)
     # Built first to find its checkpoint; its EMA copies the weights at its own first step.
     main = TrainingLoop(model, train_cfg, ctx, data.val, name="train",
                         iterations=stages["train"])

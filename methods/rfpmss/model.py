@@ -102,14 +102,13 @@ class AnchorSpaces(nn.Module):
         """M(sim(features, anchors)) for the batch's rows, computed over batch + bank: (N, D) -> (N, K)."""
         a = self.acfg
         scores = F.normalize(bank.with_batch(features), dim=1) @ F.normalize(anchors.detach(), dim=1).t()
-        plan = multi_sinkhorn(scores, int(a["selected"]), float(a["damping"]), float(a["epsilon"]),
-                              int(a["sinkhorn_iterations"]))
+        plan = multi_sinkhorn(scores, a["selected"], a["damping"], a["epsilon"], a["sinkhorn_iterations"])
         return plan[: len(features)]
 
     def sspc_loss(self, g_in: dict[str, torch.Tensor], g_joint: dict[str, torch.Tensor]) -> torch.Tensor:
         """Eq. 6 over two modalities: L(m, n^, z_m, z^_m) for every m and, with `cross_modal`, every n
         (else n = m only)."""
-        temp, total = float(self.sspc["temp"]), 0.0
+        temp, total = self.sspc["temp"], 0.0
         for m in MODALITIES:
             logits_in = anchor_logits(g_in[m], self.anchors_in[m], temp)  # (N, K)
             target_in = self.assign(g_in[m], self.anchors_in[m], self.banks[f"in_{m}"])
@@ -117,7 +116,7 @@ class AnchorSpaces(nn.Module):
                 logits_joint = anchor_logits(g_joint[n], self.anchors_joint[m], temp)
                 target_joint = self.assign(g_joint[n], self.anchors_joint[m], self.banks[f"joint_{n}"])
                 total = total + assignment_consistency(logits_in, target_in, logits_joint, target_joint,
-                                                       float(self.sspc["alpha"]), float(self.sspc["beta"]))
+                                                       self.sspc["alpha"], self.sspc["beta"])
         return total
 
     def forward_loss(self, tokens_w: torch.Tensor, tokens_n: torch.Tensor, g_w: torch.Tensor,
@@ -130,7 +129,7 @@ class AnchorSpaces(nn.Module):
             out["l_sspc"] = self.sspc_loss(g_in, g_joint)
             loss = loss + self.sspc["weight"] * out["l_sspc"]
         if self.nce["weight"] > 0:
-            out["l_nce"] = info_nce(g_joint["wli"], g_joint["nbi"], float(self.nce["temp"]))
+            out["l_nce"] = info_nce(g_joint["wli"], g_joint["nbi"], self.nce["temp"])
             loss = loss + self.nce["weight"] * out["l_nce"]
         for m in MODALITIES if self.banks else ():
             self.banks[f"in_{m}"].push(g_in[m])

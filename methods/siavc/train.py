@@ -45,9 +45,9 @@ def train(data: SemiSupervisedSplit, cfg: dict, ctx: RunContext) -> Trained:
     backbone = create_backbone(cfg["model"], data.num_classes)
     model = SIAVCNet(backbone, tuple(hp["cam"]["hidden"])).to(ctx.device)
     probe_wli_head(model, data.labeled, ctx.device, tr)
-    batch = int(tr["batch_size"])
+    batch = tr["batch_size"]
     labeled = LabeledBatches(data.labeled, batch, ctx.seed, ctx.device)
-    unlabeled = UnlabeledBatches(data.unlabeled, batch * int(tr["uratio"]), ctx.seed, ctx.device, hp["mode"])
+    unlabeled = UnlabeledBatches(data.unlabeled, batch * tr["uratio"], ctx.seed, ctx.device, hp["mode"])
     sat = SelfAdaptiveThreshold(data.num_classes, hp["sat_momentum"], ctx.device)
     sab = SuperAugmentationBlock(len(data.unlabeled), hp["sab"]["history"], hp["sab"]["mask_prob"],
                                  hp["sab"]["noise_std"], backbone.patch_embed.patch_size[0], ctx.device)
