@@ -120,6 +120,7 @@ class UnlabeledBatches:
             raise ValueError(f"unlabeled views exist for modes {VIEW_MODES}, not {mode!r}")
         self.part, self.device, self.seed, self.mode = part, device, seed, mode
         self.stream = BatchStream(len(part), batch_size, seed, salt=2)
+        self._made_ahead = mode == "single" and augmenter_fits(device)  # decided once per run, not per step
         self._ahead: dict[int, Future] = {}  # batch number -> its strong sources in the making
 
     def _randaugment_args(self, idx: np.ndarray, it: int) -> tuple[np.ndarray, int, int]:
@@ -161,7 +162,7 @@ class UnlabeledBatches:
         everything = self.stream.global_indices(it)
         idx = shard_rows(everything)
         weak = weak_augment(to_tensor(self.part.wli[idx], self.device), step_generator(self.seed, it, salt=2))
-        if self.mode == "single" and augmenter_fits(self.device):
+        if self._made_ahead:
             source = self._strong_source_ahead(everything, it)
         else:
             source = self.strong_source(everything, it)
@@ -186,12 +187,8 @@ def warm_augmenter() -> None:
     """Starts the worker process and waits until it has made a batch: a run's first seconds, when its
     batches are made in line, paid before a measurement rather than inside it."""
     global _DELIVERED
-    images = np.zeros((1, 8, 8, 3), dtype=np.uint8)
-    try:
-        augmenter().submit(randaugment, images, 0, 0).result()
-    except BrokenProcessPool:
-        augmenter(restart=True).submit(randaugment, images, 0, 0).result()
-    _DELIVERED = True
+    _submit(np.zeros((1, 8, 8, 3), dtype=np.uint8), 0, 0).result()
+    _DELIVERED = True  # now, not when the future's callback gets to it
 
 
 def augmenter(restart: bool = False) -> ProcessPoolExecutor:

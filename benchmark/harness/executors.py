@@ -177,8 +177,7 @@ class _Worker:
 
     def __init__(self, index: int, count: int, device: str):
         gpus = torch.cuda.device_count() if device != "cpu" else 0
-        threads = max(1, available_cores() // count)
-        self.initargs = (threads, index % gpus if gpus else None, count)
+        self.initargs = (index % gpus if gpus else None, count)
         self.pool = self._start()
 
     def _start(self) -> cf.ProcessPoolExecutor:
@@ -212,7 +211,7 @@ def _interruptible(task: CellTask) -> Outcome:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def _start_worker(parent: int, threads: int, gpu: int | None, slots: int) -> None:
+def _start_worker(parent: int, gpu: int | None, slots: int) -> None:
     """First thing in each worker process: it ends with its parent (`follow_parent`), takes its share
     of the CPU cores (one of `slots` cells at once), and its own GPU.
 
@@ -221,7 +220,7 @@ def _start_worker(parent: int, threads: int, gpu: int | None, slots: int) -> Non
     that sets `runtime.threads` overrides the thread count for its runs."""
     follow_parent(parent)
     share_cores(slots)
-    torch.set_num_threads(threads)
+    torch.set_num_threads(max(1, available_cores() // slots))
     if gpu is not None:
         torch.cuda.set_device(gpu)
 

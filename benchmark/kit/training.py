@@ -193,9 +193,11 @@ class WeightAverage:
 
     def __init__(self, model: nn.Module, decay: float):
         self.module, self.decay, self.n_averaged = copy.deepcopy(model), decay, 0
-        pairs = list(zip([*self.module.parameters(), *self.module.buffers()], [*model.parameters(), *model.buffers()]))
-        self._pairs = [(a.detach(), b.detach()) for a, b in pairs]
-        self._lerped = tuple(map(list, zip(*[p for p in self._pairs if p[0].is_floating_point()]))) or ([], [])
+        self._pairs = [(a.detach(), b.detach()) for a, b in zip([*self.module.parameters(), *self.module.buffers()],
+                                                                [*model.parameters(), *model.buffers()])]
+        floats = [(a, b) for a, b in self._pairs if a.is_floating_point()]
+        self._lerped = ([a for a, _ in floats], [b for _, b in floats])  # one foreach lerp over these
+        self._counted = [(a, b) for a, b in self._pairs if not a.is_floating_point()]  # e.g. BatchNorm's counter
 
     @torch.no_grad()
     def update(self) -> None:
@@ -205,10 +207,9 @@ class WeightAverage:
                 averaged.copy_(current)
         else:
             if self._lerped[0]:
-                torch._foreach_lerp_(self._lerped[0], self._lerped[1], 1 - self.decay)
-            for averaged, current in self._pairs:
-                if not averaged.is_floating_point():
-                    averaged.copy_(averaged * self.decay + current * (1 - self.decay))
+                torch._foreach_lerp_(*self._lerped, 1 - self.decay)
+            for averaged, current in self._counted:
+                averaged.copy_(averaged * self.decay + current * (1 - self.decay))
         self.n_averaged += 1
 
     def state_dict(self) -> dict:
