@@ -2,13 +2,9 @@
 from __future__ import annotations
 
 import functools
-import multiprocessing
-import multiprocessing.util
-import os
+import itertools
 import random
 import warnings
-from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 
 import numpy as np
 import torch
@@ -18,9 +14,11 @@ from benchmark.kit.contract import VIEW_MODES, Batch
 from benchmark.kit.data.loaders import BatchStream, step_generator, to_tensor, weak_augment
 from benchmark.kit.data.types import PairedArrays
 from benchmark.kit.distributed import shard_rows
-from benchmark.kit.lifetime import follow_parent
 from benchmark.kit.probe import probe_heads
 from benchmark.kit.runtime import spare_cores
+
+from .augmenter import Augmenter, WorkerLost
+from .augmenter import augmenter as start_augmenter
 
 
 class WLIClassifier(nn.Module):
@@ -95,6 +93,9 @@ class PairedBatches:
         return (*views, torch.as_tensor(self.labels[idx], device=self.device))
 
 
+_STREAM_IDS = itertools.count()
+
+
 class UnlabeledBatches:
     """Unlabeled (weak, strong) views, the only place where the two modes differ.
 
@@ -121,37 +122,34 @@ class UnlabeledBatches:
         self.part, self.device, self.seed, self.mode = part, device, seed, mode
         self.stream = BatchStream(len(part), batch_size, seed, salt=2)
         self._made_ahead = mode == "single" and augmenter_fits(device)  # decided once per run, not per step
-        self._ahead: dict[int, Future] = {}  # batch number -> its strong sources in the making
+        self._stream_id = next(_STREAM_IDS)  # names this stream's requests to the worker
 
-    def _randaugment_args(self, idx: np.ndarray, it: int) -> tuple[np.ndarray, int, int]:
+    def _randaugment_seeds(self, it: int) -> tuple[int, int]:
         py_seed, np_seed = np.random.SeedSequence([self.seed, it, 3]).generate_state(2)
-        return self.part.wli[idx], int(py_seed), int(np_seed)
+        return int(py_seed), int(np_seed)
 
     def strong_source(self, idx: np.ndarray, it: int) -> np.ndarray:
         """uint8 (n, H, W, 3) images the strong view is made from."""
         if self.mode == "multi":
             return self.part.nbi[idx]
-        return randaugment(*self._randaugment_args(idx, it))
+        return randaugment(self.part.wli[idx], *self._randaugment_seeds(it))
 
     def _strong_source_ahead(self, everything: np.ndarray, it: int) -> np.ndarray:
         """`strong_source(everything, it)`, from the worker process when it was asked for ahead (else made
         here: the first batch of a run, batches asked for out of order, a lost worker); then the next
         AHEAD batches' are asked for, so the worker always has one to make."""
-        future = self._ahead.pop(it, None)
-        source = None
-        if future is not None and (future.done() or _DELIVERED):
-            try:
-                source = future.result()
-            except BrokenProcessPool:
-                augmenter(restart=True)
-        if source is None:
-            source = self.strong_source(everything, it)
-        for k in [k for k in self._ahead if not it < k <= it + self.AHEAD]:
-            self._ahead.pop(k).cancel()  # not started yet: the worker must not make stale batches
-        for k in range(it + 1, it + 1 + self.AHEAD):
-            if k not in self._ahead:
-                self._ahead[k] = _submit(*self._randaugment_args(self.stream.global_indices(k), k))
-        return source
+        worker = augmenter()
+        try:
+            source = worker.take((self._stream_id, it), wait=worker.delivered)
+            worker.forget(lambda key: key[0] != self._stream_id or it < key[1] <= it + self.AHEAD)
+            for k in range(it + 1, it + 1 + self.AHEAD):
+                if not worker.asked((self._stream_id, k)):
+                    worker.ask((self._stream_id, k), self.part.wli, self.stream.global_indices(k),
+                               *self._randaugment_seeds(k))
+        except WorkerLost:
+            augmenter(restart=True)
+            source = None
+        return self.strong_source(everything, it) if source is None else source
 
     def __call__(self, it: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(weak (n, 3, H, W), strong (n, 3, H, W), dataset-local indices (n,)): this process's share.
@@ -170,10 +168,6 @@ class UnlabeledBatches:
         return weak, strong, torch.as_tensor(idx, device=self.device)
 
 
-_AUGMENTER: ProcessPoolExecutor | None = None
-_DELIVERED = False  # whether the current worker has made a batch yet (it is past its start-up)
-
-
 def augmenter_fits(device: torch.device) -> bool:
     """Whether the worker process has a core to itself: beside a GPU step always; on the CPU when torch's
     threads leave a core of this process's share free (e.g. `runtime.threads: 1` on two cores, one cell at
@@ -183,55 +177,19 @@ def augmenter_fits(device: torch.device) -> bool:
     return torch.device(device).type == "cuda" or spare_cores() > 0
 
 
+def augmenter(restart: bool = False) -> Augmenter:
+    """The one worker process that makes single mode's strong sources (`randaugment`, PIL and NumPy work,
+    no torch ops) for every run of this process (`methods.augmenter`). One worker next to the training
+    step's threads is what two cores afford."""
+    return start_augmenter(randaugment, restart)
+
+
 def warm_augmenter() -> None:
     """Starts the worker process and waits until it has made a batch: a run's first seconds, when its
     batches are made in line, paid before a measurement rather than inside it."""
-    global _DELIVERED
-    _submit(np.zeros((1, 8, 8, 3), dtype=np.uint8), 0, 0).result()
-    _DELIVERED = True  # now, not when the future's callback gets to it
-
-
-def augmenter(restart: bool = False) -> ProcessPoolExecutor:
-    """The one worker process that makes single mode's strong sources for every run of this process:
-    started on first use and kept, like a persistent DataLoader worker. It only runs `randaugment`
-    (PIL and NumPy work, no torch ops). One worker next to the training step's threads is what two
-    cores afford.
-
-    Started with `spawn`, not forked: a fresh interpreter inherits none of this process's files, so
-    it never holds a cell's lock (`benchmark.kit.records.file_lock`), nor the state of its threads.
-    It ends with this process (`follow_parent`), ignores Ctrl-C (this process handles it), and is
-    shut down at exit, so it never outlives a run nor keeps one from ending."""
-    global _AUGMENTER, _DELIVERED
-    if restart and _AUGMENTER is not None:
-        _AUGMENTER.shutdown(wait=False, cancel_futures=True)
-        _AUGMENTER = None
-    if _AUGMENTER is None:
-        _AUGMENTER = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
-                                         initializer=follow_parent, initargs=(os.getpid(),))
-        _DELIVERED = False
-        # Shut down before a multiprocessing worker (a `run --workers` slot) joins its children at exit:
-        # an idle worker waits for work and would be joined forever. Above priority 10, at which
-        # multiprocessing's queues stop their feeder threads: after that, the pool's stop message to
-        # its worker is never sent, and the shutdown waits forever.
-        multiprocessing.util.Finalize(None, _AUGMENTER.shutdown, kwargs={"cancel_futures": True},
-                                      exitpriority=100)
-    return _AUGMENTER
-
-
-def _delivered(future: Future) -> None:
-    global _DELIVERED
-    if not future.cancelled() and future.exception() is None:
-        _DELIVERED = True
-
-
-def _submit(images: np.ndarray, py_seed: int, np_seed: int) -> Future:
-    """`randaugment` in the worker process; a lost worker (killed, out of memory) is started again."""
-    try:
-        future = augmenter().submit(randaugment, images, py_seed, np_seed)
-    except BrokenProcessPool:
-        future = augmenter(restart=True).submit(randaugment, images, py_seed, np_seed)
-    future.add_done_callback(_delivered)
-    return future
+    worker = augmenter()
+    worker.ask(("warm-up", 0), np.zeros((1, 8, 8, 3), dtype=np.uint8), np.zeros(1, dtype=np.int64), 0, 0)
+    worker.take(("warm-up", 0), wait=True)
 
 
 def randaugment(images: np.ndarray, py_seed: int, np_seed: int) -> np.ndarray:

@@ -61,8 +61,9 @@ def _assert_same_records(out: Path, reference: Path) -> None:
 
 def _start_the_augmenter() -> int:
     """In a worker process: start the RandAugment worker, as a single-mode cell does, and use it."""
-    from methods.common import augmenter
-    return augmenter().submit(os.getpid).result()
+    from methods.common import augmenter, warm_augmenter
+    warm_augmenter()
+    return augmenter().process.pid
 
 
 @pytest.fixture(scope="module")

@@ -3,6 +3,7 @@ the grid estimate of `run --dry-run`, and that the faster batch code makes the v
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -131,11 +132,42 @@ def test_strong_views_made_ahead_are_those_made_on_demand(worker: bool, monkeypa
                         labels=np.full(20, -1), index=np.arange(20))
     in_order = UnlabeledBatches(part, 8, 0, torch.device("cpu"), "single")
     expected = [in_order(it) for it in range(5)]
-    assert bool(in_order._ahead) == worker
+    assert in_order._made_ahead == worker
+    if worker:  # the next batches are in the making
+        assert all(common.augmenter().asked((in_order._stream_id, k)) for k in (5, 6))
     resumed = UnlabeledBatches(part, 8, 0, torch.device("cpu"), "single")
     for it in (3, 4, 1, 2, 0):
         for got, want in zip(resumed(it), expected[it]):
             assert torch.equal(got, want)
+
+
+def test_a_lost_augmenter_is_replaced_and_the_views_stay_the_same(monkeypatch) -> None:
+    """The worker process killed between two steps (out of memory, say): the batch it owed is made in line,
+    a new worker takes over, and every view is the one a run without a worker sees."""
+    import signal
+
+    from benchmark.kit.data.types import PairedArrays
+    from methods import common
+    from methods.common import UnlabeledBatches, augmenter, warm_augmenter
+
+    rng = np.random.default_rng(3)
+    part = PairedArrays(wli=rng.integers(0, 256, (20, 16, 16, 3), dtype=np.uint8),
+                        nbi=rng.integers(0, 256, (20, 16, 16, 3), dtype=np.uint8),
+                        labels=np.full(20, -1), index=np.arange(20))
+    monkeypatch.setattr(common, "augmenter_fits", lambda device: False)
+    in_line = UnlabeledBatches(part, 8, 0, torch.device("cpu"), "single")
+    expected = [in_line(it) for it in range(6)]
+    monkeypatch.setattr(common, "augmenter_fits", lambda device: True)
+    warm_augmenter()
+    stream = UnlabeledBatches(part, 8, 0, torch.device("cpu"), "single")
+    first = augmenter().process
+    for it in range(6):
+        if it == 3:
+            os.kill(first.pid, signal.SIGKILL)
+            first.join(timeout=30)
+        for got, want in zip(stream(it), expected[it]):
+            assert torch.equal(got, want), it
+    assert not first.is_alive() and augmenter().process.is_alive() and augmenter().process.pid != first.pid
 
 
 # -- the cost before the first cell (benchmark/harness/costs.py) ------------------------------------------------------

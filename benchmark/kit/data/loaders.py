@@ -9,6 +9,7 @@ the indices and the augmentations' random draws are those of the whole global ba
 the processes see together are exactly a single-process run's batch."""
 from __future__ import annotations
 
+import functools
 from contextlib import contextmanager
 from typing import Iterator, Sequence
 
@@ -39,8 +40,14 @@ def normalised_with(mean: Sequence[float], std: Sequence[float]) -> Iterator[Non
 
 
 def normalisation(device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
-    """The current (mean, std) as (1, 3, 1, 1) tensors on `device`."""
-    return tuple(torch.tensor(v, device=device).view(1, 3, 1, 1) for v in _statistics)
+    """The current (mean, std) as (1, 3, 1, 1) tensors on `device` (shared: not to be changed in place)."""
+    return _statistics_on(str(torch.device(device)), *_statistics)
+
+
+@functools.lru_cache(maxsize=16)
+def _statistics_on(device: str, mean: tuple[float, ...], std: tuple[float, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Made once per device and statistics, not at every batch."""
+    return tuple(torch.tensor(v, device=device).view(1, 3, 1, 1) for v in (mean, std))
 
 
 def to_tensor(images: np.ndarray | torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -118,9 +125,15 @@ class BatchStream:
             raise ValueError("cannot draw batches from an empty set")
         check_batch_size(batch_size)
         self.size, self.batch_size, self.seed, self.salt = size, batch_size, seed, salt
+        self._permutations: dict[int, np.ndarray] = {}  # the epochs of the last batch drawn
 
     def _permutation(self, epoch: int) -> np.ndarray:
-        return np.random.default_rng([self.seed, self.salt, epoch]).permutation(self.size)
+        """Epoch `epoch`'s order, drawn once rather than at every step of the epoch."""
+        if epoch not in self._permutations:
+            if len(self._permutations) >= 2:
+                self._permutations.pop(min(self._permutations))
+            self._permutations[epoch] = np.random.default_rng([self.seed, self.salt, epoch]).permutation(self.size)
+        return self._permutations[epoch]
 
     def indices(self, step: int) -> np.ndarray:
         """This process's share of `global_indices(step)`: all of it in a single process."""
