@@ -6,7 +6,10 @@ costs"). The training process runs no thread for it (a ProcessPoolExecutor feeds
 threads, which took CPU time from a one-thread step on two cores); it talks to the worker over one socket, a
 small pickled header then the images' raw bytes, sent from and read into buffers it keeps for the next batches
 (a fresh 200 kB array is fresh memory pages, and faulting them in cost more than the copy). In the worker a
-thread reads requests as they come, so a request never waits for a batch in the making.
+thread reads requests as they come (the worker hands the interpreter lock over every 0.5 ms, so that thread is
+never kept waiting by the job's Python code), and a request is sent only once the worker has said it is ready
+(its imports done and its job warmed up): a request never waits for the worker, and until then the training
+process makes its batches itself.
 
 The worker is spawned, not forked: a fresh interpreter inherits none of the training process's files, so it
 never holds a cell's lock (`benchmark.kit.files.file_lock`), nor the state of its threads. It ends with the
@@ -21,6 +24,7 @@ import multiprocessing
 import multiprocessing.util
 import os
 import socket
+import sys
 import threading
 from typing import Callable, Hashable
 
@@ -29,6 +33,7 @@ import numpy as np
 from benchmark.kit.lifetime import follow_parent
 
 Key = Hashable  # a batch's name: (the stream that asked, its batch number)
+_READY = "ready"  # the worker's first message
 Job = Callable[[np.ndarray, int, int], np.ndarray]  # (uint8 images, py_seed, np_seed) -> uint8 images
 
 
@@ -38,7 +43,7 @@ class WorkerLost(RuntimeError):
 
 class Augmenter:
     """The worker process and what has been asked of it. `ask` sends a request; `take` returns its images
-    once they are back (waiting for them if `wait`); `forget` drops requests no step will take."""
+    (waiting for them); `forget` drops requests no step will take."""
 
     def __init__(self, job: Job):
         context = multiprocessing.get_context("spawn")
@@ -48,11 +53,18 @@ class Augmenter:
                                        daemon=True)
         self.process.start()
         child.close()
-        self.delivered = False  # whether it has sent a batch back yet (it is past its start-up)
+        self._ready = False  # whether it has said it is past its start-up
         self._asked: set[Key] = set()
         self._back: dict[Key, np.ndarray] = {}
         self._buffers: dict[tuple, list[np.ndarray]] = collections.defaultdict(list)  # free, by shape
         self._lent: np.ndarray | None = None  # the array `take` returned last
+
+    def ready(self) -> bool:
+        """Whether the worker is past its start-up (a fresh interpreter's imports take seconds): only then
+        are requests sent."""
+        if not self._ready:
+            self._receive(until=None)
+        return self._ready
 
     def asked(self, key: Key) -> bool:
         return key in self._asked or key in self._back
@@ -70,13 +82,13 @@ class Augmenter:
             self._recycle(images)
         self._asked.add(key)
 
-    def take(self, key: Key, wait: bool) -> np.ndarray | None:
-        """The images of request `key` if they are back, else None; with `wait`, waits for them if it was
-        asked for. The request is forgotten either way. The array is valid until the next `take`."""
+    def take(self, key: Key) -> np.ndarray | None:
+        """The images of request `key`, waiting for them if it was asked for; None if it was not. The request
+        is forgotten. The array is valid until the next `take`."""
         if self._lent is not None:
             self._recycle(self._lent)
             self._lent = None
-        self._receive(until=key if wait and key in self._asked else None)
+        self._receive(until=key if key in self._asked else None)
         self._asked.discard(key)
         self._lent = self._back.pop(key, None)
         return self._lent
@@ -113,7 +125,9 @@ class Augmenter:
         try:
             while self._conn.poll() or (until is not None and until not in self._back):
                 key, answer = self._conn.recv()
-                self.delivered = True
+                if key == _READY:
+                    self._ready = True
+                    continue
                 if isinstance(answer, BaseException):
                     raise answer
                 images = self._buffer(answer)
@@ -144,7 +158,10 @@ def _read_into(sock: socket.socket, array: np.ndarray) -> None:
 def _serve(conn, job: Job, parent: int) -> None:
     """The worker process: a thread queues the requests as they arrive; this one makes them in order."""
     follow_parent(parent)
+    sys.setswitchinterval(0.0005)
     sock = _socket_of(conn)
+    job(np.zeros((1, 8, 8, 3), np.uint8), 0, 0)  # its first call's imports
+    conn.send((_READY, None))
     queue: collections.deque = collections.deque()
     ready = threading.Condition()
 

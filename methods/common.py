@@ -4,6 +4,7 @@ from __future__ import annotations
 import functools
 import itertools
 import random
+import time
 import warnings
 
 import numpy as np
@@ -110,8 +111,8 @@ class UnlabeledBatches:
     the strong sources of the next batches while batch it trains (a thread would hold the interpreter
     lock the training step needs). Each batch's RandAugment seeds the generators it draws from with
     (seed, it), so batch it is the same wherever and in whatever order it is made: a resumed run
-    gets exactly the views of an uninterrupted one. Until the worker has delivered its first batch (it
-    starts a fresh interpreter, which takes seconds), a batch it has not finished is made in line.
+    gets exactly the views of an uninterrupted one. Until the worker is ready (it starts a fresh interpreter,
+    which takes seconds), batches are made in line; after, a batch asked for is waited for.
     """
 
     AHEAD = 2  # batches whose strong sources are in the making at once
@@ -140,9 +141,9 @@ class UnlabeledBatches:
         AHEAD batches' are asked for, so the worker always has one to make."""
         worker = augmenter()
         try:
-            source = worker.take((self._stream_id, it), wait=worker.delivered)
+            source = worker.take((self._stream_id, it))
             worker.forget(lambda key: key[0] != self._stream_id or it < key[1] <= it + self.AHEAD)
-            for k in range(it + 1, it + 1 + self.AHEAD):
+            for k in range(it + 1, it + 1 + self.AHEAD) if worker.ready() else ():
                 if not worker.asked((self._stream_id, k)):
                     worker.ask((self._stream_id, k), self.part.wli, self.stream.global_indices(k),
                                *self._randaugment_seeds(k))
@@ -185,11 +186,11 @@ def augmenter(restart: bool = False) -> Augmenter:
 
 
 def warm_augmenter() -> None:
-    """Starts the worker process and waits until it has made a batch: a run's first seconds, when its
-    batches are made in line, paid before a measurement rather than inside it."""
+    """Starts the worker process and waits until it is ready: a run's first seconds, when its batches are
+    made in line, paid before a measurement rather than inside it."""
     worker = augmenter()
-    worker.ask(("warm-up", 0), np.zeros((1, 8, 8, 3), dtype=np.uint8), np.zeros(1, dtype=np.int64), 0, 0)
-    worker.take(("warm-up", 0), wait=True)
+    while not worker.ready():
+        time.sleep(0.05)
 
 
 def randaugment(images: np.ndarray, py_seed: int, np_seed: int) -> np.ndarray:

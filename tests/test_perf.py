@@ -125,6 +125,8 @@ def test_strong_views_made_ahead_are_those_made_on_demand(worker: bool, monkeypa
     from methods.common import UnlabeledBatches
 
     monkeypatch.setattr(common, "augmenter_fits", lambda device: worker)
+    if worker:
+        common.warm_augmenter()  # requests are sent once the worker is past its start-up
 
     rng = np.random.default_rng(2)
     part = PairedArrays(wli=rng.integers(0, 256, (20, 16, 16, 3), dtype=np.uint8),
