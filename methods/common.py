@@ -17,6 +17,7 @@ from benchmark.kit.data.types import PairedArrays
 from benchmark.kit.distributed import shard_rows
 from benchmark.kit.probe import probe_heads
 from benchmark.kit.runtime import spare_cores
+from benchmark.kit.schema import TrainConfig
 
 from .augmenter import Augmenter, WorkerLost
 from .augmenter import augmenter as start_augmenter
@@ -43,7 +44,7 @@ class WLIClassifier(nn.Module):
         return self.features(batch["wli"])
 
 
-def probe_wli_head(model: WLIClassifier, labeled: PairedArrays, device: torch.device, train_cfg: dict) -> None:
+def probe_wli_head(model: WLIClassifier, labeled: PairedArrays, device: torch.device, train_cfg: TrainConfig) -> None:
     """The classifier's head from a linear probe of its pooled WLI features (`benchmark.kit.probe`)."""
     probe_heads([(model.backbone.get_classifier(), lambda batch: model.features(batch["wli"]))], labeled, device,
                 train_cfg)
@@ -54,11 +55,11 @@ def pooled(encoder: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return encoder.forward_head(encoder.forward_features(x), pre_logits=True)
 
 
-def stage_cfg(train_cfg: dict, iterations: int, reference: int, **changes) -> dict:
+def stage_cfg(train_cfg: TrainConfig, iterations: int, reference: int, **changes) -> TrainConfig:
     """The profile's train settings for a stage of `iterations`: its lr warm-up, given for a stage of
     `reference` iterations (the run's `train` stage, to which `benchmark.kit.budget` scaled it), keeps its share."""
-    warmup = round(train_cfg["warmup_iterations"] * iterations / max(1, reference))
-    return {**train_cfg, "warmup_iterations": warmup, **changes}
+    warmup = round(train_cfg.warmup_iterations * iterations / max(1, reference))
+    return train_cfg.model_copy(update={"warmup_iterations": warmup, **changes})
 
 
 class LabeledBatches:

@@ -18,6 +18,7 @@ import torch
 
 from benchmark.kit.contract import VIEW_MODES, RunContext, Trained
 from benchmark.kit.data.types import SemiSupervisedSplit
+from benchmark.kit.schema import RunConfig
 
 from .registry import register_method
 from .usb.adapter import USBRun
@@ -33,7 +34,7 @@ def _random_labels(ctx: RunContext, num_classes: int) -> torch.Tensor:
     return torch.as_tensor(rng.integers(0, num_classes, size=len(ctx.health.truth)), dtype=torch.long)
 
 
-def _with_targets(data: SemiSupervisedSplit, cfg: dict, ctx: RunContext, targets: torch.Tensor) -> Trained:
+def _with_targets(data: SemiSupervisedSplit, cfg: RunConfig, ctx: RunContext, targets: torch.Tensor) -> Trained:
     """FixMatch whose pseudo-label of unlabeled image i is `targets[i]`."""
     targets = targets.to(ctx.device)
     return USBRun("fixmatch", data, cfg, ctx, targets=lambda idx: targets[idx]).fit()
@@ -42,12 +43,12 @@ def _with_targets(data: SemiSupervisedSplit, cfg: dict, ctx: RunContext, targets
 @register_method("positive_control", VIEW_MODES, group="control", config=FixMatchConfig,
                  label="Positive control (true pseudo-labels)",
                  description="control: FixMatch's loss and mask on the withheld true labels")
-def train_positive_control(data: SemiSupervisedSplit, cfg: dict, ctx: RunContext) -> Trained:
+def train_positive_control(data: SemiSupervisedSplit, cfg: RunConfig, ctx: RunContext) -> Trained:
     return _with_targets(data, cfg, ctx, _true_labels(ctx))
 
 
 @register_method("negative_control", VIEW_MODES, group="control", config=FixMatchConfig,
                  label="Negative control (random pseudo-labels)",
                  description="control: FixMatch's loss and mask on random pseudo-labels")
-def train_negative_control(data: SemiSupervisedSplit, cfg: dict, ctx: RunContext) -> Trained:
+def train_negative_control(data: SemiSupervisedSplit, cfg: RunConfig, ctx: RunContext) -> Trained:
     return _with_targets(data, cfg, ctx, _random_labels(ctx, data.num_classes))

@@ -1,8 +1,8 @@
 """The method registry: a name maps to a `train` function, the modes it runs in, the typed schema of its
-`cfg["method"]` section and what a cell of it costs.
+`cfg.method` section and what a cell of it costs.
 
     @register_method("fixmatch", modes=("single", "multi"), description="...", config=FixMatchConfig)
-    def train(data: SemiSupervisedSplit, cfg: dict, ctx: RunContext) -> Trained: ...
+    def train(data: SemiSupervisedSplit, cfg: RunConfig, ctx: RunContext) -> Trained: ...
 
 `cost` says what a cell runs beyond one training loop, so that the runner (budget scaling), the executors and
 `perf` never name a method: its training loops (`Stage`) and their iterations, which of them cells share
@@ -10,12 +10,12 @@ through a cache, and supervised warm-up steps inside the budget.
 """
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 from typing import Callable
 
 from benchmark.kit.contract import MODES
 from benchmark.kit.errors import unknown_name
+from benchmark.kit.schema import RunConfig
 
 from .schema import MethodConfig
 
@@ -25,22 +25,22 @@ REFERENCE = "supervised"
 Sizes = dict[str, int]  # "train", "labeled", "val", "test": images of a cell's split
 
 
-def _train_iterations(cfg: dict, sizes: Sizes) -> int:
-    return cfg["train"]["iterations"]
+def _train_iterations(cfg: RunConfig, sizes: Sizes) -> int:
+    return cfg.train.iterations
 
 
-def _train_eval_every(cfg: dict) -> int:
-    return cfg["train"]["eval_every"]
+def _train_eval_every(cfg: RunConfig) -> int:
+    return cfg.train.eval_every
 
 
-def _no_warmup(cfg: dict) -> int:
+def _no_warmup(cfg: RunConfig) -> int:
     return 0
 
 
-def _shorten_train(cfg: dict, steps: int, n_train: int) -> dict:
-    cfg = copy.deepcopy(cfg)
-    cfg["train"]["iterations"] = steps
-    cfg["train"]["eval_every"] = steps
+def _shorten_train(cfg: RunConfig, steps: int, n_train: int) -> RunConfig:
+    cfg = cfg.model_copy(deep=True)
+    cfg.train.iterations = steps
+    cfg.train.eval_every = steps
     return cfg
 
 
@@ -49,11 +49,11 @@ class Stage:
     """One training loop of a cell, named as its `TrainingLoop` (the `RunContext.progress` hook's name)."""
 
     loop: str
-    iterations: Callable[[dict, Sizes], int] = _train_iterations  # (cfg, split sizes) -> steps
-    eval_every: Callable[[dict], int] | None = _train_eval_every  # None: the loop never validates
+    iterations: Callable[[RunConfig, Sizes], int] = _train_iterations  # (cfg, split sizes) -> steps
+    eval_every: Callable[[RunConfig], int] | None = _train_eval_every  # None: the loop never validates
     # Cells whose configs give equal keys share one run of this stage through a cache (computed by the first);
     # None: every cell runs it.
-    shared_key: Callable[[dict], str] | None = None
+    shared_key: Callable[[RunConfig], str] | None = None
     extra: str | None = None  # a once-per-run figure of the method beyond the steps, e.g. "dictionary_s"
 
 
@@ -64,8 +64,8 @@ class Cost:
     config of a short measured run of `steps` steps per stage (`perf`)."""
 
     stages: tuple[Stage, ...] = (Stage("train"),)
-    warmup: Callable[[dict], int] = _no_warmup
-    shorten: Callable[[dict, int, int], dict] = _shorten_train  # (cfg, steps, training pairs) -> cfg
+    warmup: Callable[[RunConfig], int] = _no_warmup
+    shorten: Callable[[RunConfig, int, int], RunConfig] = _shorten_train  # (cfg, steps, training pairs) -> cfg
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,7 @@ class MethodSpec:
     family: str  # module family, e.g. "usb", "bounds", "mics"
     fixed_labels: float | None = None  # e.g. 100 for a fully supervised bound: one cell, any ratio
     group: str = "table2"  # `--method all` runs group "table2"; `--method ablations` group "ablation"
-    config: type[MethodConfig] = MethodConfig  # the schema of cfg["method"]
+    config: type[MethodConfig] = MethodConfig  # the schema of cfg.method
     cost: Cost = field(default_factory=Cost)
     unlabeled: bool = True  # draws unlabeled batches (false: the supervised bounds)
     uses_unlabeled: bool = True  # needs unlabeled images: a ratio that leaves none is refused before the grid
@@ -90,11 +90,11 @@ class MethodSpec:
         return {"label": self.label or self.name, "family": self.family, "group": self.group,
                 "description": self.description, "paper_rows": [list(row) for row in self.paper_rows]}
 
-    def stage_iterations(self, cfg: dict, sizes: Sizes) -> dict[str, int]:
+    def stage_iterations(self, cfg: RunConfig, sizes: Sizes) -> dict[str, int]:
         """Iterations of each stage of one run on a split of `sizes` (`SemiSupervisedSplit.sizes()`): the
         budgets its `time_constants` scale to (`benchmark.kit.budget`); `train` is the profile's `train.iterations`
         unless a stage of that name declares its own (CMC's and RFPMSS's stages share the profile's)."""
-        return {"train": cfg["train"]["iterations"],
+        return {"train": cfg.train.iterations,
                 **{stage.loop: stage.iterations(cfg, sizes) for stage in self.cost.stages}}
 
 

@@ -1,4 +1,4 @@
-"""The keys every method's `cfg["method"]` section has; each family declares its own keys next to its code
+"""The keys every method's `cfg.method` section has; each family declares its own keys next to its code
 (`methods/<family>/config.py`, a subclass of `MethodConfig`: type, allowed range and meaning).
 
 A method is registered with its class (`register_method(..., config=FixMatchConfig)`), and

@@ -64,12 +64,12 @@ def test_multi_sinkhorn_on_a_4x4_case_worked_by_hand():
 def test_multi_sinkhorn_marginals_within_tolerance():
     """Every sample K' anchors, every anchor N K'/K samples: at the quick profile's sizes and the
     configured epsilon and iterations, rows within 2% of K' and columns within 0.1% of N K'/K."""
-    cfg = build_config("quick", "rfpmss", "fused", "synthetic", 50, 0)["method"]["anchors"]
-    n, k, selected = 64 + cfg["bank"], cfg["count"], cfg["selected"]
+    cfg = build_config("quick", "rfpmss", "fused", "synthetic", 50, 0).method.anchors
+    n, k, selected = 64 + cfg.bank, cfg.count, cfg.selected
     gen = torch.Generator().manual_seed(0)
     feats, anchors = torch.randn(n, 64, generator=gen), torch.randn(k, 64, generator=gen)
     scores = (torch.nn.functional.normalize(feats, dim=1) @ torch.nn.functional.normalize(anchors, dim=1).t() * 5).clamp(-1, 1)
-    plan = multi_sinkhorn(scores, selected, cfg["damping"], cfg["epsilon"], cfg["sinkhorn_iterations"])
+    plan = multi_sinkhorn(scores, selected, cfg.damping, cfg.epsilon, cfg.sinkhorn_iterations)
     assert plan.min() >= 0
     assert (plan.sum(1) - selected).abs().max() <= 0.02 * selected
     assert (plan.sum(0) - n * selected / k).abs().max() <= 1e-3 * n * selected / k
@@ -85,12 +85,13 @@ def smoke_cfg():
 
 @pytest.mark.parametrize("cross_modal", [True, False])
 def test_consistency_loss_gradient_reaches_every_anchor(smoke_cfg, cross_modal):
-    m = smoke_cfg["method"]
+    m = smoke_cfg.method
     torch.manual_seed(0)
-    model = RFPMSSClassifier(create_backbone(smoke_cfg["model"], 0), create_backbone(smoke_cfg["model"], 0), 6,
-                             m["joint_dim"], m["projection"])
-    spaces = AnchorSpaces(model.projections, 32, m["joint_dim"], m["anchors"], {**m["sspc"], "cross_modal": cross_modal},
-                          {**m["nce"], "weight": 0.0}, bank=16)
+    model = RFPMSSClassifier(create_backbone(smoke_cfg.model, 0), create_backbone(smoke_cfg.model, 0), 6,
+                             m.joint_dim, m.projection)
+    spaces = AnchorSpaces(model.projections, 32, m.joint_dim, m.anchors,
+                          m.sspc.model_copy(update={"cross_modal": cross_modal}),
+                          m.nce.model_copy(update={"weight": 0.0}), bank=16)
     tokens = [torch.randn(12, 17, 32) for _ in range(2)]
     out = spaces.forward_loss(*tokens, tokens[0][:, 0], tokens[1][:, 0])
     out["loss"].backward()
@@ -102,11 +103,11 @@ def test_consistency_loss_gradient_reaches_every_anchor(smoke_cfg, cross_modal):
 
 def test_both_methods_predict_from_both_modalities():
     cfg = build_config("smoke", "cmc", "fused", "synthetic", 50, 0)
-    rcfg = build_config("smoke", "rfpmss", "fused", "synthetic", 50, 0)["method"]
+    rcfg = build_config("smoke", "rfpmss", "fused", "synthetic", 50, 0).method
     torch.manual_seed(0)
-    models = [CMCClassifier(create_backbone(cfg["model"], 0), create_backbone(cfg["model"], 0), 6, cfg["method"]),
-              RFPMSSClassifier(create_backbone(cfg["model"], 0), create_backbone(cfg["model"], 0), 6,
-                               rcfg["joint_dim"], rcfg["projection"])]
+    models = [CMCClassifier(create_backbone(cfg.model, 0), create_backbone(cfg.model, 0), 6, cfg.method),
+              RFPMSSClassifier(create_backbone(cfg.model, 0), create_backbone(cfg.model, 0), 6,
+                               rcfg.joint_dim, rcfg.projection)]
     wli, nbi = torch.randn(3, 3, 32, 32), torch.randn(3, 3, 32, 32)
     for model in models:
         model.eval()
@@ -122,13 +123,13 @@ def test_presets_are_registered_ablations_and_stages_fit_the_budget():
         assert {s.name for s in list_methods("ablation") if s.family == family} == set(presets)
     cfg = build_config("quick", "cmc", "fused", "synthetic", 50, 0, overrides={"train.iterations": 150})
     assert cmc_stages(cfg) == {"warmup": 30, "train": 120}  # 0.2 of 150 iterations, then the rest
-    assert build_config("quick", "cmc_no_csc", "fused", "synthetic", 50, 0)["method"]["csc"]["weight"] == 0
+    assert build_config("quick", "cmc_no_csc", "fused", "synthetic", 50, 0).method.csc.weight == 0
     assert cmc_stages(build_config("quick", "cmc_no_staging", "fused", "synthetic", 50, 0))["warmup"] == 0
     cfg = build_config("quick", "rfpmss", "fused", "synthetic", 50, 0)
-    assert cfg["method"]["anchors"]["count"] == 16
-    assert sum(rfpmss_stages(cfg).values()) == cfg["train"]["iterations"]
+    assert cfg.method.anchors.count == 16
+    assert sum(rfpmss_stages(cfg).values()) == cfg.train.iterations
     assert get_method("rfpmss").stage_iterations(cfg, None) == rfpmss_stages(cfg)  # declared at registration
-    assert build_config("paper", "rfpmss", "fused", "kvasir", 50, 0)["method"]["anchors"]["count"] == 64
+    assert build_config("paper", "rfpmss", "fused", "kvasir", 50, 0).method.anchors.count == 64
     assert rfpmss_stages(build_config("quick", "rfpmss_no_pretrain", "fused", "synthetic", 50, 0))["pretrain"] == 0
 
 
@@ -142,7 +143,7 @@ def test_schema_refuses_bad_settings_and_a_measured_run_gives_each_stage_its_ste
         spec = get_method(name)
         short = spec.cost.shorten(build_config("quick", name, "fused", "synthetic", 50, 0), 4, 900)
         assert [stage.iterations(short, None) for stage in spec.cost.stages] == steps
-        assert spec.stage_iterations(short, None)["train"] == 4 and short["train"]["eval_every"] == 4
+        assert spec.stage_iterations(short, None)["train"] == 4 and short.train.eval_every == 4
 
 
 def test_one_smoke_cell_of_each_writes_a_record(tmp_path, monkeypatch):

@@ -107,14 +107,14 @@ def _worker(out: Path) -> None:
     cpu = torch.device("cpu")
     configure_threads(1)
     cfg = build_config("smoke", "mics", "fused", "synthetic", 50, SEED)
-    raw, cache = load_dataset(cfg["data"])
-    split = make_split(raw, cache, cfg["data"], 50, SEED)
+    raw, cache = load_dataset(cfg.data)
+    split = make_split(raw, cache, cfg.data, 50, SEED)
     # FixMatch, the 6 steps of the smoke profile, single mode (RandAugment strong views), with USB's own
     # optimizer for FixMatch (SGD, lr 0.03): AdamW would magnify the rounding differences of gradients
     # that are zero but for rounding (attention's key bias) into steps of order lr, and hide what the
     # comparison with one process shows.
     fix_cfg = build_config("smoke", "fixmatch", "single", "synthetic", 50, SEED)
-    fix_cfg["train"].update(optimizer="sgd", lr=0.03)
+    fix_cfg.train = fix_cfg.train.model_copy(update={"optimizer": "sgd", "lr": 0.03})
 
     def fixmatch(folder: Path) -> dict:
         seed_everything(SEED)
@@ -138,9 +138,9 @@ def _worker(out: Path) -> None:
     torch.save(batch(), out / f"batch-rank{rank}.pt")
 
     # MICS pre-training, 3 steps of the smoke profile (consistency with its queues, reconstruction, alignment).
-    pcfg = {**cfg["method"]["pretrain"], "epochs": 0.3}
+    pcfg = cfg.method.pretrain.model_copy(update={"epochs": 0.3})
     torch.manual_seed(SEED)
-    init = [create_backbone(cfg["model"], num_classes=0).state_dict() for _ in range(2)]  # as _run_pretraining's
+    init = [create_backbone(cfg.model, num_classes=0).state_dict() for _ in range(2)]  # as _run_pretraining's
     torch.manual_seed(SEED)
     ctx = RunContext(device=cpu, seed=SEED, run_dir=out / "pretrain", cache_dir=out / "cache")
     encoders, stats = _run_pretraining(*split.train_pairs, cfg, pcfg, ctx, out / "pretrain")

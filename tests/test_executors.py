@@ -25,6 +25,7 @@ from benchmark.cli import main
 from benchmark.harness.config import config_hash
 from benchmark.harness.grid import Cell, configured
 from benchmark.kit.files import file_lock
+from benchmark.kit.schema import ExecutorConfig
 from methods.registry import _REGISTRY, Cost, Stage, get_method, register_method
 
 TESTS = Path(__file__).resolve().parent
@@ -77,7 +78,7 @@ def reference(tmp_path_factory) -> Path:
 def test_workers_give_the_sequential_records_and_survive_a_crash(reference, tmp_path, monkeypatch, capsys) -> None:
     """Two workers; one is killed mid-cell and replaced. The `bounds` family is made to share a
     pre-training here, so its later cells must wait for the first one to end."""
-    shared = Cost(stages=(Stage("train", shared_key=lambda cfg: f"{cfg['data']['name']}-{cfg['seed']}"),))
+    shared = Cost(stages=(Stage("train", shared_key=lambda cfg: f"{cfg.data.name}-{cfg.seed}"),))
     for name in ("supervised", "fullysupervised"):
         monkeypatch.setitem(_REGISTRY, name, dataclasses.replace(get_method(name), cost=shared))
     out = tmp_path / "out"
@@ -184,18 +185,18 @@ def test_slurm_submission_settings_dependencies_and_resubmission(reference, tmp_
                 "103": Cell("synthetic", "mics", "fused", 50.0, 1)}
     for job_id, cell in expected.items():
         task = submitted(job_id)
-        assert task.cell == cell and task.out == out.resolve() and "executor" not in task.cell.cfg
+        assert task.cell == cell and task.out == out.resolve() and "executor" not in task.cell.cfg.plain()
         assert f"  {job_id:<12} {cell}" in printed
     assert "synthetic/mics/fused/labels50/seed1  (after 101_1)" in printed
     [cell] = configured([expected["102"]], "smoke", None, None, None)
-    cell.cfg.pop("executor")
+    assert submitted("102").cell.cfg.executor != cell.cfg.executor  # --set executor.*: another partition, ...
     assert config_hash(submitted("102").cell.cfg) == config_hash(cell.cfg)  # the executor section is not in the hash
 
 
 def test_slurm_executor_parameters(tmp_path, fake_slurm) -> None:
     """What the `executor` section asks for reaches submitit's Slurm executor, in sbatch's terms."""
-    settings = executors.SlurmSettings(partition="gpu", time_min=30, gpus_per_job=0, cpus_per_job=3, mem_gb=5.5,
-                                       array_parallelism=8, sbatch={"account": "proj"}, cluster="slurm")
+    settings = ExecutorConfig(partition="gpu", time_min=30, gpus_per_job=0, cpus_per_job=3, mem_gb=5.5,
+                              array_parallelism=8, sbatch={"account": "proj"}, cluster="slurm")
     params = executors.slurm_executor(settings, tmp_path / "jobs", "afterany:7").parameters
     assert params == {"job_name": "mics-bench", "time": 30, "cpus_per_task": 3, "mem": "5632MB", "partition": "gpu",
                       "array_parallelism": 8, "additional_parameters": {"account": "proj", "dependency": "afterany:7"}}

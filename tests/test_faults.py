@@ -154,7 +154,7 @@ def test_damaged_record_outputs_and_cache_are_rebuilt(tmp_path: Path, reference:
     outputs = out / "runs" / CELLS[1] / "test_outputs.npz"
     for path in (record, outputs):
         path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
-    cache = load_dataset(build_config("smoke", "supervised", "single", "synthetic", 50, 0)["data"])[1]
+    cache = load_dataset(build_config("smoke", "supervised", "single", "synthetic", 50, 0).data)[1]
     wli = cache / "wli.npy"
     wli.write_bytes(wli.read_bytes()[:1000])
     capsys.readouterr()

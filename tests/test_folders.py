@@ -14,6 +14,7 @@ from benchmark.kit.data import dataset_key
 from benchmark.kit.data.folders import read_kvasir, read_paired, source_fingerprint
 from benchmark.kit.data.types import KVASIR_CLASSES
 from benchmark.kit.errors import ConfigError, DataError
+from benchmark.kit.schema import DataConfig
 
 SIZE = 32
 PER_CLASS = 3
@@ -293,10 +294,9 @@ def test_nbi_simulation_version_enters_only_the_keys_of_simulated_nbi(
         kvasir: Path, tmp_path: Path, monkeypatch) -> None:
     """A new simulation version rebuilds caches of `--nbi spectral` and of nothing else."""
     (tmp_path / "kvasir-nbi").symlink_to(kvasir)  # the same files serve as the paired NBI folder
-    configs = {nbi: {"name": "kvasir", "image_size": SIZE, "root": str(kvasir), "nbi": nbi}
-               for nbi in ("spectral", "paired")}
-    configs["synthetic"] = {"name": "synthetic", "image_size": SIZE,
-                            "synthetic": {"train_per_class": 2, "val_per_class": 1, "test_per_class": 1, "seed": 0}}
+    configs = {nbi: DataConfig(name="kvasir", image_size=SIZE, root=str(kvasir), nbi=nbi) for nbi in ("spectral", "paired")}
+    configs["synthetic"] = DataConfig(name="synthetic", image_size=SIZE, synthetic={
+        "train_per_class": 2, "val_per_class": 1, "test_per_class": 1, "seed": 0})
     before = {name: dataset_key(cfg) for name, cfg in configs.items()}
     monkeypatch.setattr(spectral, "SIMULATION_VERSION", spectral.SIMULATION_VERSION + 1)
     after = {name: dataset_key(cfg) for name, cfg in configs.items()}
@@ -305,7 +305,7 @@ def test_nbi_simulation_version_enters_only_the_keys_of_simulated_nbi(
 
 
 def test_kvasir_v2_reads_the_kvasir_layout(kvasir: Path) -> None:
-    v1, v2 = ({"name": name, "image_size": SIZE, "root": str(kvasir), "nbi": "spectral"} for name in ("kvasir", "kvasir-v2"))
+    v1, v2 = (DataConfig(name=name, image_size=SIZE, root=str(kvasir), nbi="spectral") for name in ("kvasir", "kvasir-v2"))
     assert dataset_key(v2)["fingerprint"] == dataset_key(v1)["fingerprint"]
 
 

@@ -16,7 +16,7 @@ CLASSES = tuple(f"c{i}" for i in range(6))
 
 def test_profiles_build_and_override():
     cfg = build_config("quick", "supervised", "single", "synthetic", 5, 0, parse_overrides(["train.iterations=7"]))
-    assert cfg["train"]["iterations"] == 7 and cfg["profile"] == "quick" and cfg["labels"] == 5.0
+    assert cfg.train.iterations == 7 and cfg.profile == "quick" and cfg.labels == 5.0
     base = build_config("quick", "supervised", "single", "synthetic", 5, 0)
     assert config_hash(cfg) != config_hash(base)
     assert config_hash(base) == config_hash(build_config("quick", "supervised", "single", "synthetic", 5, 0))
@@ -29,7 +29,7 @@ def test_device_is_an_override_of_runtime_device_and_not_part_of_the_hash():
     assert overrides == {"train.iterations": 7, "runtime.device": "cpu"} and with_device({}, None) == {}
     cfg = build_config("quick", "supervised", "single", "synthetic", 5, 0, overrides)
     auto = build_config("quick", "supervised", "single", "synthetic", 5, 0, {"train.iterations": 7})
-    assert cfg["runtime"]["device"] == "cpu" and auto["runtime"]["device"] == "auto"
+    assert cfg.runtime.device == "cpu" and auto.runtime.device == "auto"
     assert config_hash(cfg) == config_hash(auto)
     with pytest.raises(ConfigError, match="unknown device 'tpu'"):
         with_device({}, "tpu")

@@ -8,6 +8,7 @@ import torch
 
 from benchmark.cli import main
 from benchmark.harness.config import build_config
+from benchmark.kit.schema import ModelConfig
 from methods.habit.cmh import ConsistencyAwareMomentumHeredity
 from methods.habit.mrnet import MRNet, local_attention_mask
 from methods.habit.rfc import DistributionAlignment, compensate_features
@@ -15,8 +16,8 @@ from methods.siavc.cam import cross_set_mix
 from methods.siavc.sab import SuperAugmentationBlock, otsu_thresholds
 
 
-def _smoke_model_cfg() -> dict:
-    return build_config("smoke", "habit", "single", "synthetic", 50, 0)["model"]
+def _smoke_model_cfg() -> ModelConfig:
+    return build_config("smoke", "habit", "single", "synthetic", 50, 0).model
 
 
 @pytest.mark.parametrize("method", ["habit", "siavc"])
@@ -41,8 +42,8 @@ def test_an_interrupted_run_resumes_to_the_same_weights(tmp_path, monkeypatch, m
     from methods.common import UnlabeledBatches
 
     cfg = build_config("smoke", method, "multi", "synthetic", 50, 0)
-    raw, cache = load_dataset(cfg["data"])
-    split = make_split(raw, cache, cfg["data"], 50, 0)
+    raw, cache = load_dataset(cfg.data)
+    split = make_split(raw, cache, cfg.data, 50, 0)
 
     def run(folder):
         torch.manual_seed(0)

@@ -31,10 +31,9 @@ def test_consistency_targets_mix_momentum_softmax_and_identity():
 
 def _pretrainer(pcfg_updates=None):
     cfg = build_config("smoke", "mics", "fused", "synthetic", 50, 0)
-    pcfg = cfg["method"]["pretrain"]
-    pcfg.update(pcfg_updates or {})
+    pcfg = cfg.method.pretrain.model_copy(update=pcfg_updates or {})
     torch.manual_seed(0)
-    enc = [create_backbone(cfg["model"], num_classes=0) for _ in range(2)]
+    enc = [create_backbone(cfg.model, num_classes=0) for _ in range(2)]
     return SynergisticPretrainer(enc[0], enc[1], pcfg), cfg
 
 
@@ -96,8 +95,8 @@ def test_shift_dictionary_shape_and_sample_means():
 @pytest.fixture(scope="module")
 def smoke_split():
     cfg = build_config("smoke", "mics", "fused", "synthetic", 50, 0)
-    raw, cache = load_dataset(cfg["data"])
-    return make_split(raw, cache, cfg["data"], 50, 0)
+    raw, cache = load_dataset(cfg.data)
+    return make_split(raw, cache, cfg.data, 50, 0)
 
 
 def test_pretraining_losses_fall_on_synthetic(smoke_split):
@@ -120,9 +119,9 @@ def test_pretraining_losses_fall_on_synthetic(smoke_split):
 
 def test_adversarial_term_trains_each_side_on_its_own_objective():
     cfg = build_config("smoke", "mics", "fused", "synthetic", 50, 0)
-    pcfg = dict(cfg["method"]["pretrain"], a_adv=0.1, a_dis=0.0, a_a=0.0)
-    enc = [create_backbone(cfg["model"], num_classes=0) for _ in range(2)]
-    model = SynergisticPretrainer(enc[0], enc[1], pcfg, create_backbone(cfg["model"], num_classes=1))
+    pcfg = cfg.method.pretrain.model_copy(update={"a_adv": 0.1, "a_dis": 0.0, "a_a": 0.0})
+    enc = [create_backbone(cfg.model, num_classes=0) for _ in range(2)]
+    model = SynergisticPretrainer(enc[0], enc[1], pcfg, create_backbone(cfg.model, num_classes=1))
     x = torch.randn(4, 3, 32, 32)
     out = model.forward_loss(x, x, 0.4, torch.Generator().manual_seed(0))
     gen_grad = torch.autograd.grad(out["l_adv"], list(model.discriminator.parameters()), allow_unused=True)
@@ -136,8 +135,8 @@ def test_pretraining_is_cached_and_label_free(smoke_split, tmp_path):
     ctx = RunContext(device=torch.device("cpu"), seed=0, run_dir=tmp_path / "run", cache_dir=tmp_path / "cache")
     path = pretrain(smoke_split, cfg, ctx)
     stamp = path.stat().st_mtime_ns
-    raw, cache = load_dataset(cfg["data"])
-    other_ratio = make_split(raw, cache, cfg["data"], 10, 0)
+    raw, cache = load_dataset(cfg.data)
+    other_ratio = make_split(raw, cache, cfg.data, 10, 0)
     assert pretrain(other_ratio, cfg, ctx) == path and path.stat().st_mtime_ns == stamp
     state = torch.load(path, weights_only=True)
     dim = state["encoders"]["wli"]["cls_token"].shape[-1]
@@ -150,9 +149,9 @@ def test_presets_are_ablations_applied_onto_the_method_config():
     ablations = {s.name for s in list_methods("ablation") if s.family == "mics"}
     assert ablations == set(PRESETS) and get_method("mics").group == "table2"
     cfg = build_config("smoke", "mics_t4_wli", "fused", "synthetic", 50, 0)
-    assert cfg["method"]["finetune"]["nbi"] is False and cfg["method"]["pretrain"]["a_res"] > 0
+    assert cfg.method.finetune.nbi is False and cfg.method.pretrain.a_res > 0
     bad = build_config("smoke", "mics", "fused", "synthetic", 50, 0)
-    bad["method"]["finetune"]["nbi"] = False
+    bad.method.finetune.nbi = False
     with pytest.raises(ConfigError, match="nbi"):
         get_method("mics").train(None, bad, None)
 

@@ -30,10 +30,10 @@ SMOKE = ["--profile", "smoke", "--device", "cpu", "--workers", "1"]  # cells in 
 TINY_HUB_ID = "timm/vit_tiny_patch16_224.augreg_in21k_ft_in1k"  # timm's default weights of the smoke arch
 
 
-def _train(**changes) -> dict:
+def _train(**changes) -> TrainConfig:
     """A whole train section for a loop of these tests: no warm-up, EMA or weight decay unless changed."""
     return TrainConfig(**{"warmup_iterations": 0, "ema_momentum": 0.0, "weight_decay": 0.0, "min_lr": 0.0,
-                          **changes}).model_dump()
+                          **changes})
 
 
 def _record(out: Path, method: str = "supervised", mode: str = "single", labels: str = "50") -> dict:
@@ -48,7 +48,7 @@ def _one_line_error(capsys) -> str:
 
 def _tiny_timm_file(path: Path, **changes) -> Path:
     """A timm state dict of the smoke profile's ViT with ImageNet's 1000 classes, as a weights file holds."""
-    kwargs = {**build_config("smoke", "supervised", "single", "synthetic", 50, 0)["model"]["kwargs"], **changes}
+    kwargs = {**build_config("smoke", "supervised", "single", "synthetic", 50, 0).model.kwargs, **changes}
     torch.save(timm.create_model("vit_tiny_patch16_224", num_classes=1000, **kwargs).state_dict(), path)
     return path
 
@@ -119,8 +119,8 @@ def test_a_weights_file_without_the_backbone_weights_ends_the_run_before_any_cel
 def test_a_timm_file_is_loaded_through_timms_filter_and_checked(tmp_path):
     """A 224-pixel file into a 32-pixel model: the position embeddings are resampled, every other weight kept."""
     path = _tiny_timm_file(tmp_path / "in1k_224.pth", img_size=224)
-    cfg = {**build_config("smoke", "supervised", "single", "synthetic", 50, 0)["model"], "init": "imagenet",
-           "weights": str(path)}
+    cfg = build_config("smoke", "supervised", "single", "synthetic", 50, 0).model.model_copy(
+        update={"init": "imagenet", "weights": str(path)})
     model = models.create_backbone(cfg, num_classes=6)
     source = torch.load(path, weights_only=True)
     assert torch.equal(model.state_dict()["blocks.0.attn.qkv.weight"], source["blocks.0.attn.qkv.weight"])
@@ -129,13 +129,13 @@ def test_a_timm_file_is_loaded_through_timms_filter_and_checked(tmp_path):
 
 # -- 3: the weights' own normalisation ----------------------------------------------------------------------
 def test_inputs_are_normalised_with_the_statistics_of_the_weights_loaded(tmp_path):
-    smoke = build_config("smoke", "supervised", "single", "synthetic", 50, 0)["model"]
-    timm_cfg = timm.models.get_pretrained_cfg(smoke["arch"])
-    assert models.input_normalisation({**smoke, "init": "imagenet"}) == {"mean": list(timm_cfg.mean),
-                                                                        "std": list(timm_cfg.std)}
+    smoke = build_config("smoke", "supervised", "single", "synthetic", 50, 0).model
+    timm_cfg = timm.models.get_pretrained_cfg(smoke.arch)
+    assert models.input_normalisation(smoke.model_copy(update={"init": "imagenet"})) == {"mean": list(timm_cfg.mean),
+                                                                                          "std": list(timm_cfg.std)}
     assert timm_cfg.mean != MEAN  # timm's ViT weights are not trained with ImageNet's statistics
     assert models.input_normalisation(smoke) == {"mean": list(MEAN), "std": list(STD)}  # suite's own
-    assert models.input_normalisation({**smoke, "mean": [0.1, 0.2, 0.3]})["mean"] == [0.1, 0.2, 0.3]
+    assert models.input_normalisation(smoke.model_copy(update={"mean": [0.1, 0.2, 0.3]}))["mean"] == [0.1, 0.2, 0.3]
     white = np.full((1, 2, 2, 3), 255, dtype=np.uint8)
     with normalised_with([0.5] * 3, [0.25] * 3):
         assert torch.all(to_tensor(white) == 2.0)
@@ -226,8 +226,8 @@ def test_the_disk_probe_sizes_checkpoints_as_they_are_written(tmp_path):
     from benchmark.kit.data import load_dataset, make_split
     from methods import get_method
 
-    raw, cache = load_dataset(cfg["data"])
-    split = make_split(raw, cache, cfg["data"], 50, 0)
+    raw, cache = load_dataset(cfg.data)
+    split = make_split(raw, cache, cfg.data, 50, 0)
     cfg = budget.apply(cfg, get_method("habit").stage_iterations(cfg, split.sizes()))
     loops = []
 
@@ -273,7 +273,7 @@ def test_every_key_config_keys_lists_is_taken_by_set(profile, capsys):
     assert unreadable == ["time_constants"] and len(overrides) == len(lines) - 1
     build_config(profile, "mics", "fused", "synthetic", 50, 0, overrides)  # no key refused
     set_one = build_config(profile, "mics", "fused", "synthetic", 50, 0, {"method.finetune.train.iterations": 3})
-    assert set_one["method"]["finetune"]["train"]["iterations"] == 3
+    assert set_one.method.finetune.train.iterations == 3
 
 
 # -- 8: no host read per step -------------------------------------------------------------------------------
@@ -312,9 +312,9 @@ def test_teacher_updates_in_one_call_keep_the_per_tensor_arithmetic():
     from methods.habit.cmh import ConsistencyAwareMomentumHeredity
     from methods.habit.mrnet import MRNet
 
-    cfg = build_config("smoke", "habit", "single", "synthetic", 50, 0)["model"]
-    student = MRNet({**cfg, "init": "random"}, 6, 3)
-    teacher = MRNet({**cfg, "init": "random"}, 6, 3).requires_grad_(False)
+    cfg = build_config("smoke", "habit", "single", "synthetic", 50, 0).model.model_copy(update={"init": "random"})
+    student = MRNet(cfg, 6, 3)
+    teacher = MRNet(cfg, 6, 3).requires_grad_(False)
     expected = [t.detach().clone() for t in teacher.parameters()]
     heredity = ConsistencyAwareMomentumHeredity(student, teacher, 0.99, 1.0)
     heredity.update()
@@ -325,13 +325,13 @@ def test_teacher_updates_in_one_call_keep_the_per_tensor_arithmetic():
     from methods.mics.pretraining import SynergisticPretrainer
 
     mics = build_config("smoke", "mics", "fused", "synthetic", 50, 0)
-    model_cfg = {**mics["model"], "init": "random"}
+    model_cfg = mics.model.model_copy(update={"init": "random"})
     pre = SynergisticPretrainer(models.create_backbone(model_cfg, 0), models.create_backbone(model_cfg, 0),
-                                mics["method"]["pretrain"])
+                                mics.method.pretrain)
     with torch.no_grad():
         for p in pre.enc_w.parameters():
             p.add_(1.0)
-    m = mics["method"]["pretrain"]["consistency"]["momentum"]
+    m = mics.method.pretrain.consistency.momentum
     expected = [p_m.detach().clone().mul_(m).add_(p.detach(), alpha=1 - m) for p, p_m in pre._momentum_pairs()]
     pre.momentum_update()
     assert all(torch.equal(e, p_m) for e, (_, p_m) in zip(expected, pre._momentum_pairs()))

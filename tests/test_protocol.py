@@ -14,14 +14,14 @@ from benchmark.cli import main
 from benchmark.harness import init_weights
 from benchmark.harness.config import build_config
 from benchmark.kit import budget, models
-from benchmark.kit.config_files import load_profile
+from benchmark.kit.config_files import profile_config
 from benchmark.kit.errors import ConfigError
 from benchmark.kit.files import file_sha256
 from benchmark.kit.health import PseudoLabelMonitor, PseudoLabels, collapsed
 from benchmark.kit.schema import ModelConfig
 
 TINY = ModelConfig(arch="vit_tiny_patch16_224", init="random", kwargs={"img_size": 32, "patch_size": 8, "embed_dim": 32,
-                                                                     "depth": 1, "num_heads": 2, "mlp_ratio": 2.0}).model_dump()
+                                                                     "depth": 1, "num_heads": 2, "mlp_ratio": 2.0})
 
 
 # -- the shipped starting points -------------------------------------------------------------------------
@@ -30,38 +30,39 @@ def test_shipped_weights_match_their_sidecar_and_profile(profile):
     weights = init_weights.shipped_path(profile)
     meta = json.loads(weights.with_suffix(".json").read_text())
     assert meta["sha256"] == file_sha256(weights)
-    cfg = load_profile(profile)
-    assert meta["architecture"] == models.architecture(cfg["model"])
-    assert meta["settings"] == cfg["init"] and meta["labels_used"] == "none"
-    assert models.suite_weights_path(cfg["model"]) == weights
+    cfg = profile_config(profile)
+    assert meta["architecture"] == models.architecture(cfg.model)
+    assert meta["settings"] == cfg.init.model_dump() and meta["labels_used"] == "none"
+    assert models.suite_weights_path(cfg.model) == weights
 
 
 def test_every_method_starts_from_the_shipped_weights():
-    cfg = load_profile("smoke")["model"]
+    cfg = profile_config("smoke").model
     state = torch.load(init_weights.shipped_path("smoke"), weights_only=True)
     a, b = models.create_backbone(cfg, num_classes=6), models.create_backbone(cfg, num_classes=3)
     for key, value in state.items():
         assert torch.equal(a.state_dict()[key], value) and torch.equal(b.state_dict()[key], value), key
-    random = models.create_backbone({**cfg, "init": "random"}, num_classes=6)
+    random = models.create_backbone(cfg.model_copy(update={"init": "random"}), num_classes=6)
     assert not torch.equal(random.state_dict()["blocks.0.attn.qkv.weight"], state["blocks.0.attn.qkv.weight"])
 
 
 def test_suite_weights_of_another_model_are_refused(tmp_path):
-    cfg = load_profile("smoke")["model"]
+    cfg = profile_config("smoke").model
     with pytest.raises(ConfigError, match="no shipped label-free weights"):
-        models.create_backbone({**cfg, "kwargs": {**cfg["kwargs"], "depth": 2}}, num_classes=6)
+        models.create_backbone(cfg.model_copy(update={"kwargs": {**cfg.kwargs, "depth": 2}}), num_classes=6)
     with pytest.raises(ConfigError, match="does not fit"):
-        models.create_backbone({**cfg, "kwargs": {**cfg["kwargs"], "depth": 2},
-                                "weights": str(init_weights.shipped_path("smoke"))}, num_classes=6)
+        models.create_backbone(cfg.model_copy(update={"kwargs": {**cfg.kwargs, "depth": 2},
+                                                      "weights": str(init_weights.shipped_path("smoke"))}),
+                               num_classes=6)
     with pytest.raises(ConfigError, match="no such file"):
-        models.create_backbone({**cfg, "weights": str(tmp_path / "missing.pt")}, num_classes=6)
+        models.create_backbone(cfg.model_copy(update={"weights": str(tmp_path / "missing.pt")}), num_classes=6)
 
 
 def test_imagenet_init_loads_a_local_timm_file(tmp_path):
-    source = timm.create_model(TINY["arch"], num_classes=1000, **TINY["kwargs"])
+    source = timm.create_model(TINY.arch, num_classes=1000, **TINY.kwargs)
     path = tmp_path / "tiny_in1k.pth"
     torch.save(source.state_dict(), path)
-    model = models.create_backbone({**TINY, "init": "imagenet", "weights": str(path)}, num_classes=6)
+    model = models.create_backbone(TINY.model_copy(update={"init": "imagenet", "weights": str(path)}), num_classes=6)
     assert torch.equal(model.state_dict()["blocks.0.mlp.fc1.weight"], source.state_dict()["blocks.0.mlp.fc1.weight"])
     assert model.get_classifier().out_features == 6
 
@@ -83,9 +84,9 @@ def test_building_the_init_reads_no_benchmark_image(tmp_path, monkeypatch):
     monkeypatch.setattr(data, "load_dataset", forbidden)
     monkeypatch.setattr(synthetic, "render_synthetic", forbidden)
     monkeypatch.setattr(np, "load", forbidden)
-    settings = {**load_profile("smoke")["init"], "iterations": 2, "batch_size": 4}
-    out = init_weights.build({**TINY, "init": "random", "weights": None}, settings, 32, tmp_path / "w.pt",
-                             "test", "test", log=lambda _: None)
+    settings = profile_config("smoke").init.model_copy(update={"iterations": 2, "batch_size": 4})
+    out = init_weights.build(TINY.model_copy(update={"init": "random", "weights": None}), settings, 32,
+                             tmp_path / "w.pt", "test", "test", log=lambda _: None)
     meta = json.loads(out.with_suffix(".json").read_text())
     assert meta["sha256"] == file_sha256(out) and meta["labels_used"] == "none"
     medical = {"retina", "microaneurysms", "immunohistochemistry", "cell", "cells3d", "kidney", "skin"}
@@ -113,14 +114,14 @@ def test_time_constants_keep_their_share_of_the_run():
 def test_the_runner_scales_every_declared_constant_and_records_it():
     cfg = build_config("quick", "freematch", "single", "synthetic", 5, 0)
     scaled = budget.apply(cfg, {"train": 2048})
-    assert scaled["method"]["ema_p"] == pytest.approx(1 - 1 / 10)
-    assert scaled["train"]["warmup_iterations"] == round(5120 * 2048 / 204800)
-    assert set(scaled["budget"]["scaled"]) == {"method.ema_p", "train.warmup_iterations", "train.ema_momentum"}
-    assert scaled["train"]["ema_momentum"] == pytest.approx(1 - 1 / (100 * 2048 / 450))  # a horizon of 100 of 450
-    assert cfg["method"]["ema_p"] == 0.999  # the declared config is left as it was
+    assert scaled.method.ema_p == pytest.approx(1 - 1 / 10)
+    assert scaled.train.warmup_iterations == round(5120 * 2048 / 204800)
+    assert set(scaled.budget["scaled"]) == {"method.ema_p", "train.warmup_iterations", "train.ema_momentum"}
+    assert scaled.train.ema_momentum == pytest.approx(1 - 1 / (100 * 2048 / 450))  # a horizon of 100 of 450
+    assert cfg.method.ema_p == 0.999  # the declared config is left as it was
     dash = budget.apply(build_config("quick", "dash", "single", "synthetic", 5, 0), {"train": 2048})
-    assert dash["method"]["num_wu_iter"] == round(2048 * 2048 / 204800)
-    assert dash["method"]["rho_update_every"] == round(10240 * 2048 / 204800)  # 20 rho updates at any budget
+    assert dash.method.num_wu_iter == round(2048 * 2048 / 204800)
+    assert dash.method.rho_update_every == round(10240 * 2048 / 204800)  # 20 rho updates at any budget
     with pytest.raises(ConfigError, match="unknown stage"):
         budget.apply(build_config("quick", "mics", "fused", "synthetic", 5, 0), {"train": 10})
 

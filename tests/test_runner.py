@@ -60,21 +60,21 @@ class _Toy(nn.Module):
 
 def _train_toy(data, cfg, ctx, nan_from: int | None = None):
     model = _Toy(data.num_classes).to(ctx.device)
-    labeled = LabeledBatches(data.labeled, int(cfg["train"]["batch_size"]), ctx.seed, ctx.device)
+    labeled = LabeledBatches(data.labeled, int(cfg.train.batch_size), ctx.seed, ctx.device)
     sleep = float(os.environ.get(SLEEP_ENV, "0"))
 
     def step(it: int) -> dict:
         time.sleep(sleep)
         x, y = labeled(it)
         loss = F.cross_entropy(model(x), y)
-        if cfg["method"]["mode"] == "multi":  # the NBI partners of the same pairs as extra views
+        if cfg.method.mode == "multi":  # the NBI partners of the same pairs as extra views
             nbi = to_tensor(data.labeled.nbi[labeled.stream.indices(it)], ctx.device)
             loss = loss + F.cross_entropy(model(nbi), y)
         if nan_from is not None and it >= nan_from:
             loss = loss * float("nan")
         return {"loss": loss}
 
-    return TrainingLoop(model, cfg["train"], ctx, data.val).run(step)
+    return TrainingLoop(model, cfg.train, ctx, data.val).run(step)
 
 
 class _ToyConfig(MethodConfig):
@@ -254,7 +254,7 @@ def test_override_applies_to_the_cells_that_have_its_key(monkeypatch, tmp_path: 
                         lambda method, profile: ({"T": 0.5}, "toy") if method == "toy_a" else real(method, profile))
     cells = [Cell("synthetic", "toy_a", "single", 50.0, 0), Cell("synthetic", "toy_b", "single", 50.0, 0)]
     a, b = configured(cells, "smoke", {"method.T": 0.9}, None, None)
-    assert a.cfg["method"]["T"] == 0.9 and "T" not in b.cfg["method"]
+    assert a.cfg.method.T == 0.9 and "T" not in b.cfg.method.model_dump()
     args = ["run", "--method", "toy_b", "--profile", "smoke", "--out", str(tmp_path), "--dry-run"]
     assert main(args + ["--set", "method.T=0.9"]) == 2
     err = capsys.readouterr().err

@@ -46,14 +46,14 @@ def test_the_probe_fits_separable_features_and_depends_on_them_only() -> None:
 
 def test_probe_heads_sets_the_head_unless_switched_off() -> None:
     cfg = build_config("smoke", "supervised", "single", "synthetic", 50, 0)
-    raw, folder = load_dataset(cfg["data"])
-    split = make_split(raw, folder, cfg["data"], 50, 0)
+    raw, folder = load_dataset(cfg.data)
+    split = make_split(raw, folder, cfg.data, 50, 0)
     head = torch.nn.Linear(4, 6)
     before = head.weight.detach().clone()
     features = lambda batch: batch["wli"].mean(dim=(2, 3)).repeat(1, 2)[:, :4]  # noqa: E731 - any fixed feature
-    probe_heads([(head, features)], split.labeled, torch.device("cpu"), {**cfg["train"], "probe_head": False})
+    probe_heads([(head, features)], split.labeled, torch.device("cpu"), cfg.train.model_copy(update={"probe_head": False}))
     assert torch.equal(head.weight, before)
-    probe_heads([(head, features)], split.labeled, torch.device("cpu"), cfg["train"])
+    probe_heads([(head, features)], split.labeled, torch.device("cpu"), cfg.train)
     assert not torch.equal(head.weight, before)
 
 
@@ -61,15 +61,15 @@ def test_probe_heads_sets_the_head_unless_switched_off() -> None:
 def test_synthetic_parts_take_their_per_class_counts_and_split_seed_fixes_the_split() -> None:
     cfg = build_config("smoke", "supervised", "single", "synthetic", 50, 0,
                        {"data.synthetic.val_per_class": 20, "data.synthetic.test_per_class": 30})
-    raw, folder = load_dataset(cfg["data"])
-    a = make_split(raw, folder, cfg["data"], 50, 0)
+    raw, folder = load_dataset(cfg.data)
+    a = make_split(raw, folder, cfg.data, 50, 0)
     assert (len(a.labeled) + len(a.val) + len(a.test), len(a.val), len(a.test)) == (6 * (12 + 20 + 30), 120, 180)
-    b = make_split(raw, folder, cfg["data"], 50, 1)
+    b = make_split(raw, folder, cfg.data, 50, 1)
     assert np.array_equal(a.labeled.index, b.labeled.index)  # one labeled subset (data.labeled_seed 0) ...
     assert np.array_equal(a.test.index, b.test.index)  # ... of one fixed partition (data.split_seed 0)
-    e = make_split(raw, folder, {**cfg["data"], "split_seed": None}, 50, 1)
+    e = make_split(raw, folder, cfg.data.model_copy(update={"split_seed": None}), 50, 1)
     assert not np.array_equal(a.test.index, e.test.index)  # null: each seed its own partition
-    d = make_split(raw, folder, {**cfg["data"], "labeled_seed": None}, 50, 1)
+    d = make_split(raw, folder, cfg.data.model_copy(update={"labeled_seed": None}), 50, 1)
     assert not np.array_equal(a.labeled.index, d.labeled.index)  # null: each seed its own labeled subsets
 
 

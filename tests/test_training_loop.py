@@ -11,7 +11,7 @@ from benchmark.kit.training import NonFiniteLoss, TrainingLoop
 
 # a whole train section (the loop restates no default): the schema's, with these changes
 TRAIN = TrainConfig(iterations=12, eval_every=4, lr=0.05, optimizer="sgd", ema_momentum=0.9, warmup_iterations=2,
-                    min_lr=0.0, weight_decay=0.0, eval_batch_size=16).model_dump()
+                    min_lr=0.0, weight_decay=0.0, eval_batch_size=16)
 
 
 class Tiny(nn.Module):
@@ -102,7 +102,7 @@ class TinyViT(nn.Module):
 
 
 def test_runtime_compile_compiles_the_blocks_and_trains_as_eager(tmp_path):
-    train = {**TRAIN, "iterations": 3, "eval_every": 3}
+    train = TRAIN.model_copy(update={"iterations": 3, "eval_every": 3})
     eager = TinyViT()
     expected = TrainingLoop(eager, train, _ctx(tmp_path / "eager"), _val()).run(_step(eager))
 

@@ -18,7 +18,9 @@ from benchmark.kit.data import load_dataset, make_split
 from benchmark.kit.data.loaders import step_generator, to_tensor, weak_augment
 from benchmark.kit.errors import ConfigError
 from benchmark.kit.runtime import configure_threads, seed_everything
+from methods.schema import MethodConfig
 from methods.usb import USBRun
+from methods.usb.config import FixMatchConfig
 
 ALGORITHMS = ("fixmatch", "flexmatch", "dash", "freematch", "softmatch")
 SEED = 0
@@ -27,16 +29,18 @@ SEED = 0
 @functools.lru_cache(maxsize=None)
 def _split(labels: float = 50.0, include_labeled: bool = True):
     cfg = build_config("smoke", "fixmatch", "single", "synthetic", labels, SEED)
-    cfg["data"]["include_labeled_in_unlabeled"] = include_labeled
-    raw, folder = load_dataset(cfg["data"])
-    return make_split(raw, folder, cfg["data"], labels, SEED)
+    cfg.data.include_labeled_in_unlabeled = include_labeled
+    raw, folder = load_dataset(cfg.data)
+    return make_split(raw, folder, cfg.data, labels, SEED)
 
 
-def _run(name: str, mode: str, folder: Path, labels: float = 50.0, **method) -> USBRun:
-    """A USBRun on the smoke split, seeded as the runner seeds it."""
+def _run(name: str, mode: str, folder: Path, labels: float = 50.0, schema: type[MethodConfig] | None = None,
+         **method) -> USBRun:
+    """A USBRun on the smoke split, seeded as the runner seeds it; `method` overrides keys of its `cfg.method`,
+    checked by `schema` (the method's own unless given)."""
     cfg = build_config("smoke", name, mode, "synthetic", labels, SEED)
-    cfg["method"].update(method)
-    cfg = budget.apply(cfg, {"train": int(cfg["train"]["iterations"])})  # as the runner scales it
+    cfg.method = (schema or type(cfg.method)).model_validate({**cfg.method.model_dump(), **method})
+    cfg = budget.apply(cfg, {"train": cfg.train.iterations})  # as the runner scales it
     configure_threads(1)
     seed_everything(SEED)
     folder.mkdir(parents=True, exist_ok=True)
@@ -165,11 +169,21 @@ def test_resumed_run_continues_exactly(tmp_path: Path, name: str) -> None:
         assert torch.equal(a, b), k
 
 
+class _Misspelt(FixMatchConfig):
+    p_cutof: float  # a key semilearn does not know
+
+
+class _ProfileKey(FixMatchConfig):
+    lr: float  # a semilearn argument the profile's `train` section sets
+
+
 def test_bad_settings_end_with_one_line(tmp_path: Path) -> None:
+    # A method schema that declares a key semilearn does not take, or one the harness sets for every method,
+    # is refused by the adapter (a YAML's unknown key is refused before, by the schema itself).
     with pytest.raises(ConfigError, match="unknown semilearn argument 'p_cutof'"):
-        _run("fixmatch", "single", tmp_path, p_cutof=0.9)
+        _run("fixmatch", "single", tmp_path, schema=_Misspelt, p_cutof=0.9)
     with pytest.raises(ConfigError, match="profile sets it"):
-        _run("fixmatch", "single", tmp_path, lr=0.1)
+        _run("fixmatch", "single", tmp_path, schema=_ProfileKey, lr=0.1)
     ctx = RunContext(device=torch.device("cpu"), seed=SEED, run_dir=tmp_path, cache_dir=tmp_path / "cache")
     cfg = build_config("smoke", "fixmatch", "single", "synthetic", 100.0, SEED)
     with pytest.raises(ConfigError, match="needs unlabeled images"):  # without USB's include_lb_to_ulb

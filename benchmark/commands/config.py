@@ -9,7 +9,7 @@ import yaml
 
 import methods
 from benchmark.harness.config import build_config, parse_overrides
-from benchmark.kit.config_files import DEFAULT_PROFILE, load_profile
+from benchmark.kit.config_files import DEFAULT_PROFILE, profile_config
 from benchmark.kit.errors import unknown_name
 from benchmark.kit.schema import describe
 
@@ -35,10 +35,10 @@ def main(args: argparse.Namespace) -> int:
     if mode not in spec.modes:
         raise unknown_name(f"mode of {spec.name}", mode, spec.modes)
     labels = spec.fixed_labels if spec.fixed_labels is not None else args.labels
-    dataset = args.dataset or load_profile(args.profile)["data"]["name"]
+    dataset = args.dataset or profile_config(args.profile).data.name
     cfg = build_config(args.profile, spec.name, mode, dataset, labels, args.seed, parse_overrides(args.overrides))
     if args.action == "keys":  # the profile's keys with the schema's defaults, the method's with its values
-        print("\n".join(describe() + describe(spec.config, "method.", cfg["method"])))
+        print("\n".join(describe() + describe(spec.config, "method.", cfg.method.model_dump())))
         return 0
-    print(yaml.safe_dump(cfg, sort_keys=False, default_flow_style=False), end="")
+    print(yaml.safe_dump(cfg.model_dump(exclude={"budget"}), sort_keys=False, default_flow_style=False), end="")
     return 0

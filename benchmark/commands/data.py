@@ -12,7 +12,7 @@ from benchmark.kit.config_files import DEFAULT_PROFILE, load_profile
 from benchmark.kit.data import DATASETS, dataset_key, labeled_subset, load_dataset, load_split_indices
 from benchmark.kit.errors import ConfigError, unknown_name
 from benchmark.kit.files import atomic_write
-from benchmark.kit.schema import DataConfig, validate
+from benchmark.kit.schema import DataConfig, checked
 
 ACTIONS = ("describe", "prepare", "samples", "calibrate")
 
@@ -30,16 +30,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", dest="overrides", action="append", metavar="KEY=VALUE", help="data.* override")
 
 
-def data_config(args: argparse.Namespace) -> dict:
-    cfg = {"data": load_profile(args.profile)["data"]}
-    cfg["data"]["name"] = args.dataset
+def data_config(args: argparse.Namespace) -> DataConfig:
+    """The profile's data section with the command line's dataset, folder, NBI source and `--set data.*`."""
+    values = {"data": load_profile(args.profile)["data"]}
+    values["data"]["name"] = args.dataset
     if args.data_root is not None:
-        cfg["data"]["root"] = args.data_root
+        values["data"]["root"] = args.data_root
     if args.nbi is not None:
-        cfg["data"]["nbi"] = args.nbi
+        values["data"]["nbi"] = args.nbi
     for key, value in parse_overrides(args.overrides).items():
-        set_dotted(cfg, key, value)
-    return validate(DataConfig, cfg["data"], "--set / --nbi", prefix="data")
+        set_dotted(values, key, value)
+    return checked(DataConfig, values["data"], "--set / --nbi", prefix="data")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -61,7 +62,7 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
-def describe(raw, folder: Path, data_cfg: dict, seed: int, ratios: list[float]) -> str:
+def describe(raw, folder: Path, data_cfg: DataConfig, seed: int, ratios: list[float]) -> str:
     """Per-class counts per split part and labeled counts per ratio, as a text table."""
     import pandas as pd
 
@@ -73,7 +74,7 @@ def describe(raw, folder: Path, data_cfg: dict, seed: int, ratios: list[float]) 
         lab = labeled_subset(raw, parts, data_cfg, r, seed)
         table[f"labeled@{r:g}%"] = np.bincount(raw.labels[lab], minlength=len(raw.classes))
     table.loc["total"] = table.sum()
-    return f"{data_cfg['name']} (seed {seed}, cache {folder})\n{table.to_string()}"
+    return f"{data_cfg.name} (seed {seed}, cache {folder})\n{table.to_string()}"
 
 
 def write_samples(raw, path: Path, per_class: int, seed: int) -> Path:
@@ -94,12 +95,12 @@ def write_samples(raw, path: Path, per_class: int, seed: int) -> Path:
     return path
 
 
-def _calibrate(dataset: str, data_cfg: dict) -> int:
+def _calibrate(dataset: str, data_cfg: DataConfig) -> int:
     """The synthetic dataset's difficulty, measured with a fixed small CNN (docs/synthetic.md)."""
     if dataset != "synthetic":
         raise ConfigError(f"'data calibrate' measures the synthetic dataset only, not '{dataset}'")
     from benchmark.kit.data.calibration import calibrate
 
-    table = calibrate(dataset_key(data_cfg)["num_per_class"], data_cfg["image_size"], data_cfg["synthetic"]["seed"])
+    table = calibrate(dataset_key(data_cfg)["num_per_class"], data_cfg.image_size, data_cfg.synthetic.seed)
     print(table.to_string())
     return 0

@@ -8,7 +8,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from benchmark.kit.config_files import PROFILES, load_profile
+from benchmark.kit.config_files import PROFILES, profile_config
 from benchmark.kit.errors import ConfigError
 from benchmark.kit.runtime import code_version, configure_threads
 
@@ -23,13 +23,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     from benchmark.harness.init_weights import build, shipped_path
 
-    cfg = load_profile(args.profile)
-    if cfg["init"] is None:
+    cfg = profile_config(args.profile)
+    if cfg.init is None:
         raise ConfigError(f"profile '{args.profile}' has no init section: it starts from "
-                          f"model.init={cfg['model']['init']}, nothing to build")
+                          f"model.init={cfg.model.init}, nothing to build")
     out = args.out or shipped_path(args.profile)
-    configure_threads(cfg["runtime"]["threads"])
+    configure_threads(cfg.runtime.threads)
     command = "python -m benchmark " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    path = build(cfg["model"], cfg["init"], cfg["data"]["image_size"], out, command, code_version())
+    path = build(cfg.model, cfg.init, cfg.data.image_size, out, command, code_version())
     print(f"wrote {path} and {path.with_suffix('.json')}")
     return 0

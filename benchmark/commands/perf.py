@@ -13,7 +13,7 @@ from benchmark.harness.estimate import estimate_grid
 from benchmark.harness.grid import configured, expand_grid
 from benchmark.harness.measure import SUPERVISED, measure, measured_configs
 from benchmark.harness.perf_record import write_record
-from benchmark.kit.config_files import DEFAULT_PROFILE, PROFILES, load_profile
+from benchmark.kit.config_files import DEFAULT_PROFILE, PROFILES, profile_config
 from benchmark.kit.contract import MODES
 from benchmark.kit.data import DATASETS, dataset_key
 from benchmark.kit.errors import ConfigError, unknown_name
@@ -64,17 +64,17 @@ def main(args: argparse.Namespace) -> int:
     if args.threads is not None and args.threads < 1:
         raise ConfigError(f"bad --threads {args.threads}; expected 1 or more")
     pairs = _pairs(args.method, args.modes)
-    dataset = args.dataset or load_profile(args.profile)["data"]["name"]
+    dataset = args.dataset or profile_config(args.profile).data.name
     target = args.estimate_dataset or dataset
     for name in (dataset, target):
         if name not in DATASETS:
             raise unknown_name("dataset", name, DATASETS)
     overrides = with_device(parse_overrides(args.overrides), args.device)
     configs = measured_configs(args.profile, pairs, dataset, args.data_root, args.nbi, overrides)
-    dataset_key(configs[SUPERVISED][0]["data"])  # a missing or unreadable folder ends here, before any measurement
-    runtime = configs[SUPERVISED][0]["runtime"]
-    device = resolve_device(runtime["device"])
-    configure_threads(args.threads or runtime["threads"])
+    dataset_key(configs[SUPERVISED][0].data)  # a missing or unreadable folder ends here, before any measurement
+    runtime = configs[SUPERVISED][0].runtime
+    device = resolve_device(runtime.device)
+    configure_threads(args.threads or runtime.threads)
     print(f"perf: profile {args.profile} on {dataset}, {device}, {len(pairs)} method/mode pairs, {args.steps} timed "
           f"steps each (ours and bare alternating)")
     record = measure(args.profile, pairs, configs, device, args.steps)

@@ -16,7 +16,7 @@ from benchmark.harness.config import parse_overrides, with_device
 from benchmark.harness.costs import estimate, write_costs
 from benchmark.harness.disk import grid_disk
 from benchmark.harness.estimate import dry_run_estimate
-from benchmark.harness.executors import EXECUTORS, follow_jobs, run_pool, submit_to_slurm, take_slurm_settings
+from benchmark.harness.executors import EXECUTORS, follow_jobs, run_pool, submit_to_slurm, slurm_settings
 from benchmark.harness.grid import Cell, check_cells, configured, expand_grid
 from benchmark.harness.perf_record import process_age_s
 from benchmark.harness.runner import run_grid
@@ -79,12 +79,12 @@ def _workers(args: argparse.Namespace, cells: list[Cell]) -> int:
         return 1
     if _device(cells).type == "cuda":
         return torch.cuda.device_count() * args.cells_per_gpu
-    threads = max(cell.cfg["runtime"]["threads"] for cell in cells)
+    threads = max(cell.cfg.runtime.threads for cell in cells)
     return max(1, available_cores() // threads) if threads else 1
 
 
 def _device(cells: list[Cell]) -> torch.device:
-    return resolve_device(cells[0].cfg["runtime"]["device"])
+    return resolve_device(cells[0].cfg.runtime.device)
 
 
 def _estimate(cells: list[Cell], args: argparse.Namespace, workers: int):
@@ -118,7 +118,7 @@ def main(args: argparse.Namespace) -> int:
     cells = expand_grid(args.method, args.labels, args.dataset, args.modes, args.seeds)
     cells = configured(cells, args.profile, overrides, args.data_root, args.nbi)
     _device(cells)  # a bad or missing device is an error before anything runs
-    slurm = take_slurm_settings(cells)
+    slurm = slurm_settings(cells)
     distributed.init()
     workers = _workers(args, cells)
     if workers > 1 and args.executor != "local":
@@ -127,7 +127,7 @@ def main(args: argparse.Namespace) -> int:
         raise ConfigError("under torchrun every process runs every cell with the others; "
                           "--workers and --executor slurm start processes of their own")
     check_out(args.out, needs_writing=False)
-    for model_cfg in {json.dumps(c.cfg["model"], sort_keys=True): c.cfg["model"] for c in cells}.values():
+    for model_cfg in {json.dumps(c.cfg.model.model_dump(), sort_keys=True): c.cfg.model for c in cells}.values():
         create_backbone(model_cfg, num_classes=2)  # starting weights missing or unfit: one line, before any cell
     pending = [c for c in cells if not is_done(c, args.out)]
     check_cells(pending)  # a dry run checks what a run checks

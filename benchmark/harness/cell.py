@@ -46,7 +46,7 @@ def finished_record(cell: Cell, out: Path) -> dict | None:
     if record is None or record.get("config_hash") != config_hash(cfg):
         return None
     for name, full in OUTPUTS.items():
-        if name == MODEL and not cfg["runtime"]["save_model"]:
+        if name == MODEL and not cfg.runtime.save_model:
             continue
         problem = zip_problem(folder / name, full)
         if problem is not None:

@@ -1,7 +1,8 @@
 """Effective run configuration of one grid cell: the schema's defaults (`benchmark.kit.schema`), the
 profile's YAML (a small delta over them), the method's YAML (its values, then its block for that profile),
 then `--set key=value` pairs; checked against the typed schema at each step, before any cell starts. The
-result is a plain nested dict that a run records.
+values are laid over each other as nested dicts; the result is the typed `RunConfig` every floor reads, and its
+plain form (`RunConfig.plain`) is what a run records.
 """
 from __future__ import annotations
 
@@ -14,12 +15,10 @@ from benchmark.kit.config_files import load_profile, method_config
 from benchmark.kit.errors import ConfigError, unknown_name
 from benchmark.kit.files import stable_hash
 from benchmark.kit.runtime import resolve_device
-from benchmark.kit.schema import ProfileConfig, declared, validate
+from benchmark.kit.schema import ProfileConfig, RunConfig, checked, declared, validate
 
 # Keys that say where or how a run happens, not what it computes: left out of the config hash.
 _UNHASHED = ("device", "out", "progress", "runtime.device")  # dotted: `runtime.device` is where a cell runs
-# Top-level keys a cell's config has beyond the profile's sections: set from the grid cell.
-_CELL_KEYS = ("method", "profile", "seed", "labels")
 
 
 def parse_overrides(pairs: list[str] | None) -> dict[str, Any]:
@@ -72,30 +71,25 @@ def _declared(cfg: dict, parts: list[str]):
     return declared(methods.get_method(cfg["method"]["name"]).config, ".".join(parts[1:]))
 
 
-def validate_config(cfg: dict, source: str) -> dict:
-    """A cell's config checked against the schema (the profile's sections and the method's own), with
-    each value in its declared type; a bad value is a one-line ConfigError naming `source` and the key."""
-    sections = {key: value for key, value in cfg.items() if key not in _CELL_KEYS}
-    checked = validate(ProfileConfig, sections, source)
-    out = {**cfg, **{key: checked[key] for key in sections}}
-    if "method" in cfg:
-        schema = methods.get_method(cfg["method"]["name"]).config
-        out["method"] = validate(schema, cfg["method"], source, prefix="method")
-    return out
+def validate_config(cfg: dict, source: str) -> RunConfig:
+    """A cell's config checked against the schema (the profile's sections and the method's own), each value
+    in its declared type; a bad value is a one-line ConfigError naming `source` and the key."""
+    schema = methods.get_method(cfg["method"]["name"]).config
+    method = checked(schema, cfg["method"], source, prefix="method")
+    return checked(RunConfig, {**cfg, "method": method}, source)
 
 
-def build_config(
+def config_values(
     profile: str,
     method: str,
     mode: str,
     dataset: str,
     labels: float,
     seed: int,
-    overrides: dict[str, Any] | None = None,
     data_root: str | None = None,
     nbi: str | None = None,
 ) -> dict:
-    """The effective config of one grid cell."""
+    """The values of one grid cell's config, before `--set` overrides, as the nested dict they are laid over."""
     cfg = load_profile(profile)
     settings, source = method_config(method, profile)
     schema = methods.get_method(method).config
@@ -108,16 +102,32 @@ def build_config(
         cfg["data"]["root"] = str(data_root)
     if nbi is not None:
         cfg["data"]["nbi"] = nbi
-        cfg = validate_config(cfg, "--nbi")
+        validate_config(cfg, "--nbi")
+    return cfg
+
+
+def build_config(
+    profile: str,
+    method: str,
+    mode: str,
+    dataset: str,
+    labels: float,
+    seed: int,
+    overrides: dict[str, Any] | None = None,
+    data_root: str | None = None,
+    nbi: str | None = None,
+) -> RunConfig:
+    """The effective config of one grid cell."""
+    cfg = config_values(profile, method, mode, dataset, labels, seed, data_root, nbi)
     for key, value in (overrides or {}).items():
         set_dotted(cfg, key, value)
-    return validate_config(cfg, "--set") if overrides else cfg
+    return validate_config(cfg, "--set")
 
 
-def config_hash(cfg: dict) -> str:
+def config_hash(cfg: RunConfig) -> str:
     """A short stable hash of what a run computes: the `_UNHASHED` keys, where it runs (the record says which
     device a run used) and writes, are left out."""
-    return stable_hash(_without(cfg, _UNHASHED), length=12)
+    return stable_hash(_without(cfg.plain(), _UNHASHED), length=12)
 
 
 def _without(tree: dict, keys: tuple[str, ...], prefix: str = "") -> dict:

@@ -31,6 +31,7 @@ from benchmark.harness.grid import Cell
 from benchmark.kit.files import atomic_write
 from benchmark.kit.models import create_backbone
 from benchmark.kit.runtime import configure_threads
+from benchmark.kit.schema import RunConfig
 
 COSTS_FILE = "cell_costs.json"
 CALIBRATION_STEPS = 7  # at least, per round; the first two steps are not counted (allocation, first calls)
@@ -38,18 +39,18 @@ CALIBRATION_S = 0.4  # at least, per round
 CALIBRATION_ROUNDS = 5
 
 
-def cost_settings(cfg: dict) -> dict:
+def cost_settings(cfg: RunConfig) -> dict:
     """What a cell's cost depends on beyond its method, mode and ratio, other than the budget (scaled)."""
-    return {"profile": cfg["profile"], "dataset": cfg["data"]["name"], "image_size": cfg["data"]["image_size"],
-            "synthetic": cfg["data"]["synthetic"] if cfg["data"]["name"] == "synthetic" else None,
-            "model": {k: cfg["model"][k] for k in ("arch", "kwargs")}, "threads": cfg["runtime"]["threads"],
-            "batch_size": cfg["train"]["batch_size"]}  # a step's cost per image depends on it, as the calibration's
+    return {"profile": cfg.profile, "dataset": cfg.data.name, "image_size": cfg.data.image_size,
+            "synthetic": cfg.data.synthetic.model_dump() if cfg.data.name == "synthetic" else None,
+            "model": {"arch": cfg.model.arch, "kwargs": cfg.model.kwargs}, "threads": cfg.runtime.threads,
+            "batch_size": cfg.train.batch_size}  # a step's cost per image depends on it, as the calibration's
 
 
-def _budget(cfg: dict) -> float:
+def _budget(cfg: RunConfig) -> float:
     """Image passes of a cell's training, the part of its cost that `train` overrides change."""
-    train = cfg["train"]
-    return float(train["iterations"] * train["batch_size"] * (1 + train["uratio"]))
+    train = cfg.train
+    return float(train.iterations * train.batch_size * (1 + train.uratio))
 
 
 def _key(method: str, mode: str, labels: float) -> str:
@@ -66,7 +67,7 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def calibration_s(cfg: dict, device: torch.device) -> float:
+def calibration_s(cfg: RunConfig, device: torch.device) -> float:
     """Wall seconds of one training step of the profile's backbone (random weights, random images,
     `train.batch_size` of them at most 32, forward, backward and AdamW) on `device`, with a cell's
     `runtime.threads`: how fast a cell runs on this machine now. The least of CALIBRATION_ROUNDS round
@@ -74,14 +75,14 @@ def calibration_s(cfg: dict, device: torch.device) -> float:
     between two measurements on the same idle machine (a burst of another process, a descheduled
     thread), and such a burst slows one round, not all (docs/perf.md)."""
     threads = torch.get_num_threads()
-    configure_threads(cfg["runtime"]["threads"])
+    configure_threads(cfg.runtime.threads)
     try:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
-            size = cfg["data"]["image_size"]
-            model = create_backbone({**cfg["model"], "init": "random", "weights": None}, num_classes=6).to(device)
+            size = cfg.data.image_size
+            model = create_backbone(cfg.model.model_copy(update={"init": "random", "weights": None}), num_classes=6).to(device)
             optimizer = torch.optim.AdamW(model.parameters())
-            x = torch.randn(min(32, cfg["train"]["batch_size"]), 3, size, size, device=device)
+            x = torch.randn(min(32, cfg.train.batch_size), 3, size, size, device=device)
             y = torch.zeros(len(x), dtype=torch.long, device=device)
             medians: list[float] = []
             for _ in range(CALIBRATION_ROUNDS):
@@ -143,7 +144,7 @@ def _read(path) -> dict | None:
         return None
 
 
-def write_costs(records: list[dict], configs: list[dict], reports: Path, elapsed_s: float, workers: int,
+def write_costs(records: list[dict], configs: list[RunConfig], reports: Path, elapsed_s: float, workers: int,
                 device: torch.device) -> Path | None:
     """Refresh `<reports>/cell_costs.json` with the records of cells a grid has just run (their settings all
     alike), measured against this machine's calibration step now; what the file held for other cells of the
@@ -176,12 +177,12 @@ def shipped_costs(profile: str):
     return files("configs") / "reference" / f"cell_costs_{profile}.json"
 
 
-def load_costs(reports: Path, cfg: dict) -> tuple[dict, str] | None:
+def load_costs(reports: Path, cfg: RunConfig) -> tuple[dict, str] | None:
     """(costs in calibration steps, where from) for cells of `cfg`'s settings: the shipped ones, overlaid
     with this machine's own from its last grids where both have the same budget; None when neither fits."""
     wanted = json.loads(json.dumps(cost_settings(cfg)))
     found = []
-    for name, source in (("the shipped costs", shipped_costs(cfg["profile"])),
+    for name, source in (("the shipped costs", shipped_costs(cfg.profile)),
                          ("this machine's costs", Path(reports) / COSTS_FILE)):
         costs = _read(source)
         if costs is not None and costs.get("settings") == wanted:

@@ -44,7 +44,7 @@ def _bytes(state: dict) -> int:
 
 def _loop_size(loop, image_size: int) -> LoopSize:
     model, evaluated = loop.model.state_dict(), loop.eval_model.state_dict()
-    moments = 2 if loop.cfg["optimizer"] == "adamw" else 1
+    moments = 2 if loop.cfg.optimizer == "adamw" else 1
     trained = sum(p.numel() * p.element_size() for group in loop.optimizer.param_groups for p in group["params"])
     checkpoint = (_bytes(model) + moments * trained + (_bytes(evaluated) if loop.ema is not None else 0)
                   + (_bytes(evaluated) if loop.val is not None else 0))
@@ -59,11 +59,11 @@ def _loop_size(loop, image_size: int) -> LoopSize:
 def probe_loops(cell: Cell) -> list[LoopSize]:
     """The training loops a cell builds before its first step, built on the meta device."""
     spec, cfg = methods.get_method(cell.method), cell.cfg
-    raw, cache = load_dataset(cfg["data"])
-    split = make_split(raw, cache, cfg["data"], cell.labels, cell.seed)
+    raw, cache = load_dataset(cfg.data)
+    split = make_split(raw, cache, cfg.data, cell.labels, cell.seed)
     cfg = budget.apply(cfg, spec.stage_iterations(cfg, split.sizes()))
-    cfg["model"].update(input_normalisation(cfg["model"]))
-    cfg["train"]["probe_head"] = False  # a head's starting values need arithmetic, and change no size
+    cfg.model = cfg.model.model_copy(update=input_normalisation(cfg.model))
+    cfg.train.probe_head = False  # a head's starting values need arithmetic, and change no size
     health = PseudoLabelMonitor(raw.labels[split.unlabeled.index])  # as the runner's: the controls read it
     loops: list = []
 
@@ -78,7 +78,7 @@ def probe_loops(cell: Cell) -> list[LoopSize]:
             spec.train(split, cfg, ctx)
         except _Stop:
             pass
-        return [_loop_size(loop, cfg["data"]["image_size"]) for loop in loops]
+        return [_loop_size(loop, cfg.data.image_size) for loop in loops]
 
 
 @dataclass
@@ -114,8 +114,9 @@ def grid_disk(cells: list[Cell]) -> GridDisk:
     probed: dict[str, list[LoopSize]] = {}
     for cell in cells:
         spec, cfg = methods.get_method(cell.method), cell.cfg
-        setup = json.dumps({"method": cell.method, "mode": cell.mode, "model": cfg["model"], "m": cfg["method"],
-                            "data": cfg["data"], "train": cfg["train"]}, sort_keys=True, default=str)
+        setup = json.dumps({"method": cell.method, "mode": cell.mode, "model": cfg.model.model_dump(),
+                            "m": cfg.method.model_dump(), "data": cfg.data.model_dump(),
+                            "train": cfg.train.model_dump()}, sort_keys=True, default=str)
         if setup not in probed:
             probed[setup] = probe_loops(cell)
         loops = probed[setup]
@@ -123,16 +124,16 @@ def grid_disk(cells: list[Cell]) -> GridDisk:
         last = by_name.get(spec.cost.stages[-1].loop)
         if last is None:
             disk.not_sized.append(f"{cell.method}/{cell.mode} (reached: {', '.join(by_name) or 'none'})")
-        raw, folder = load_dataset(cfg["data"])
+        raw, folder = load_dataset(cfg.data)
         disk.caches[str(folder)] = sum(f.stat().st_size for f in folder.iterdir() if f.is_file())
-        n_test = round(len(raw) * cfg["data"]["split"][2] / sum(cfg["data"]["split"]))
+        n_test = round(len(raw) * cfg.data.split[2] / sum(cfg.data.split))
         if last is not None:
             disk.outputs += n_test * (last.features + len(raw.classes)) * 4 + n_test * 16
-            disk.models += last.evaluated if cfg["runtime"]["save_model"] else 0
+            disk.models += last.evaluated if cfg.runtime.save_model else 0
         checkpoint = sum(loop.checkpoint for loop in loops)
         if checkpoint > disk.checkpoint:
             disk.checkpoint, disk.largest = checkpoint, f"{cell.method}/{cell.mode}"
-        disk.save_model |= cfg["runtime"]["save_model"]
+        disk.save_model |= cfg.runtime.save_model
     return disk
 
 

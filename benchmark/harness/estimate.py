@@ -26,6 +26,7 @@ from benchmark.kit.data.cache import cache_root, key_of
 from benchmark.kit.data.splits import labeled_indices, split_indices
 from benchmark.kit.data.synthetic import synthetic_labels
 from benchmark.kit.errors import BenchmarkError
+from benchmark.kit.schema import DataConfig, RunConfig
 from methods.registry import REFERENCE, Sizes
 
 # Images per class of the official archives (Kvasir v1 and v2, the six classes Table II uses): their splits'
@@ -33,11 +34,11 @@ from methods.registry import REFERENCE, Sizes
 OFFICIAL_PER_CLASS = {"kvasir": 500, "kvasir-v2": 1000}
 
 
-def _dataset_labels(data_cfg: dict) -> np.ndarray | None:
+def _dataset_labels(data_cfg: DataConfig) -> np.ndarray | None:
     """Labels of a dataset without decoding it: from its cache, (synthetic) from its fixed order, or
     (Kvasir without a folder) from the official archive's counts; None when none is available."""
-    if data_cfg["name"] in OFFICIAL_PER_CLASS and not data_cfg["root"]:
-        return np.repeat(np.arange(6, dtype=np.int64), OFFICIAL_PER_CLASS[data_cfg["name"]])
+    if data_cfg.name in OFFICIAL_PER_CLASS and not data_cfg.root:
+        return np.repeat(np.arange(6, dtype=np.int64), OFFICIAL_PER_CLASS[data_cfg.name])
     try:
         key = dataset_key(data_cfg)
     except BenchmarkError:
@@ -52,7 +53,7 @@ def _dataset_labels(data_cfg: dict) -> np.ndarray | None:
 
 @lru_cache(maxsize=None)
 def _split_sizes(data_json: str, labels: float, seed: int) -> Sizes | None:
-    data_cfg = json.loads(data_json)
+    data_cfg = DataConfig.model_validate_json(data_json)
     y = _dataset_labels(data_cfg)
     if y is None:
         return None
@@ -62,9 +63,9 @@ def _split_sizes(data_json: str, labels: float, seed: int) -> Sizes | None:
     return {"train": len(parts["train"]), "labeled": n_labeled, "val": len(parts["val"]), "test": len(parts["test"])}
 
 
-def split_sizes(cfg: dict, record: dict) -> tuple[Sizes, bool]:
+def split_sizes(cfg: RunConfig, record: dict) -> tuple[Sizes, bool]:
     """(sizes of the cell's split, whether exact); else those of the perf run's own split."""
-    sizes = _split_sizes(json.dumps(cfg["data"], sort_keys=True, default=str), float(cfg["labels"]), int(cfg["seed"]))
+    sizes = _split_sizes(json.dumps(cfg.data.model_dump(), sort_keys=True, default=str), cfg.labels, cfg.seed)
     return (sizes, True) if sizes is not None else (record["sizes"], False)
 
 
@@ -105,7 +106,7 @@ class GridEstimate:
         return text
 
 
-def cell_seconds(method: str, cfg: dict, figures: dict, sizes: Sizes, record: dict, shared: set) -> float:
+def cell_seconds(method: str, cfg: RunConfig, figures: dict, sizes: Sizes, record: dict, shared: set) -> float:
     """Wall seconds of one cell of `method` from its measured `figures`; a shared stage whose key is in
     `shared` costs nothing (another cell computed it), else its key is added."""
     spec = methods.get_method(method)
@@ -161,7 +162,7 @@ def dry_run_estimate(cells: list[Cell], reports: Path, device: torch.device) -> 
     if not cells:
         return "estimated wall time: 0 s, nothing to run"
     record = read_record(reports)
-    profiles = {cell.cfg["profile"] for cell in cells}
+    profiles = {cell.cfg.profile for cell in cells}
     which = ", ".join(sorted(profiles))
     again = f"(python -m benchmark perf --profile {which} with the grid's device and --set values)"
     if record is None or profiles != {record["profile"]}:

@@ -75,14 +75,14 @@ def train_and_evaluate(cell: Cell, out: Path, show_progress: bool) -> dict | Non
     folder = cell.folder(out)
     cfg = cell.cfg
     chash = config_hash(cfg)
-    dev = resolve_device(cfg["runtime"]["device"])
+    dev = resolve_device(cfg.runtime.device)
     _log.info("run %s on %s, config %s, code %s", cell, dev, chash, code_version())
-    configure_threads(cfg["runtime"]["threads"])
+    configure_threads(cfg.runtime.threads)
     seed_everything(cell.seed)
-    raw, cache = load_dataset(cfg["data"])
-    split = make_split(raw, cache, cfg["data"], cell.labels, cell.seed)
+    raw, cache = load_dataset(cfg.data)
+    split = make_split(raw, cache, cfg.data, cell.labels, cell.seed)
     cfg = budget.apply(cfg, spec.stage_iterations(cfg, split.sizes()))  # the method and the record get scaled constants
-    cfg["model"].update(input_normalisation(cfg["model"]))  # recorded: what the inputs were normalised with
+    cfg.model = cfg.model.model_copy(update=input_normalisation(cfg.model))  # recorded: what inputs were normalised with
     health = PseudoLabelMonitor(raw.labels[split.unlabeled.index])  # withheld labels: diagnosis only
     main = distributed.is_main()  # under torchrun the others train along and write nothing
     curves = CurveWriter(folder, logger=_log) if main else None
@@ -90,10 +90,10 @@ def train_and_evaluate(cell: Cell, out: Path, show_progress: bool) -> dict | Non
     # `cache_dir` is absolute and fixed per output folder: every cell (and process) of this output
     # folder shares it, e.g. one MICS pre-training per (dataset, seed, profile).
     ctx = RunContext(device=dev, seed=cell.seed, run_dir=folder, cache_dir=out.resolve() / "cache",
-                     amp=resolve_amp(cfg["runtime"]["amp"], dev), amp_dtype=resolve_amp_dtype(cfg["runtime"]["amp_dtype"]),
-                     compile=cfg["runtime"]["compile"],
+                     amp=resolve_amp(cfg.runtime.amp, dev), amp_dtype=resolve_amp_dtype(cfg.runtime.amp_dtype),
+                     compile=cfg.runtime.compile,
                      curves=curves, progress=progress, health=health)
-    with normalised_with(cfg["model"]["mean"], cfg["model"]["std"]):  # training and the test pass
+    with normalised_with(cfg.model.mean, cfg.model.std):  # training and the test pass
         try:
             trained: Trained = spec.train(split, cfg, ctx)
         finally:
@@ -103,15 +103,15 @@ def train_and_evaluate(cell: Cell, out: Path, show_progress: bool) -> dict | Non
         if not main:
             return None
 
-        batch = cfg["train"]["eval_batch_size"]
+        batch = cfg.train.eval_batch_size
         best_logits = predict_logits(trained.best, split.test, dev, batch)
         last_logits = best_logits if trained.last is trained.best else predict_logits(trained.last, split.test, dev, batch)
         correct = (best_logits.argmax(1).numpy() == split.test.labels)
-        _save_outputs(folder, trained, split, best_logits, dev, batch, cfg["runtime"]["save_model"])
+        _save_outputs(folder, trained, split, best_logits, dev, batch, cfg.runtime.save_model)
     wall = time.perf_counter() - start
     record = {
         "method": cell.method, "mode": cell.mode, "dataset": cell.dataset, "labels": cell.labels,
-        "seed": cell.seed, "profile": cfg["profile"], **spec.describe(),
+        "seed": cell.seed, "profile": cfg.profile, **spec.describe(),
         "test_top1": float(correct.mean() * 100),
         "test_top1_last": float((last_logits.argmax(1).numpy() == split.test.labels).mean() * 100),
         "val_top1_best": trained.val_top1_best,
@@ -119,7 +119,7 @@ def train_and_evaluate(cell: Cell, out: Path, show_progress: bool) -> dict | Non
         "n_labeled": len(split.labeled), "n_unlabeled": len(split.unlabeled),
         "n_val": len(split.val), "n_test": len(split.test),
         "iterations": trained.iterations, "wall_s": round(wall, 2), "stage_s": progress.stage_s, "device": str(dev),
-        "peak_rss_mb": round(peak_rss_mb(), 1), "config": cfg, "config_hash": chash,
+        "peak_rss_mb": round(peak_rss_mb(), 1), "config": cfg.plain(), "config_hash": chash,
         "code_version": code_version(), "info": trained.info,
         **health.summary(), "collapsed": collapsed(best_logits.argmax(1).numpy(), split.num_classes),
     }

@@ -37,12 +37,12 @@ import methods
 from benchmark.harness.cell import Outcome, is_done, run_cell
 from benchmark.harness.grid import LOG, Cell
 from benchmark.harness.runner import GridBar, summary_line
-from benchmark.kit.errors import ConfigError, unknown_name
+from benchmark.kit.errors import ConfigError
 from benchmark.kit.files import lock_holder
 from benchmark.kit.lifetime import follow_parent
 from benchmark.kit.records import rebuild_results_csv
 from benchmark.kit.runtime import available_cores, share_cores
-from benchmark.kit.schema import CLUSTERS
+from benchmark.kit.schema import ExecutorConfig
 
 EXECUTORS = ("local", "slurm")
 JOB_NAME = "mics-bench"
@@ -71,35 +71,11 @@ class CellTask(submitit.helpers.Checkpointable):
         return outcome
 
 
-@dataclass(frozen=True)
-class SlurmSettings:
-    """The `executor` section of a profile: what every Slurm job of a grid asks for."""
-
-    partition: str | None  # null: the cluster's default partition
-    time_min: int  # time limit of one job (one cell), in minutes
-    gpus_per_job: int
-    cpus_per_job: int
-    mem_gb: float
-    array_parallelism: int  # at most this many jobs of one array run at once
-    sbatch: dict  # any other sbatch option, e.g. {account: proj, qos: normal, constraint: a100}
-    cluster: str  # slurm; or local, to try the path without Slurm
-
-    def __post_init__(self) -> None:
-        if self.cluster not in CLUSTERS:
-            raise unknown_name("executor.cluster", self.cluster, CLUSTERS)
-        if not isinstance(self.sbatch, dict):
-            raise ConfigError(f"executor.sbatch must be a mapping of sbatch options, e.g. {{account: proj}}; "
-                              f"got {self.sbatch!r}")
-
-
-def take_slurm_settings(cells: list[Cell]) -> SlurmSettings:
-    """Remove the `executor` section from every cell config and return it.
-
-    Where a cell runs is not what it computes: the section stays out of the config hash and the
-    record, so changing a partition or a time limit re-runs nothing. It comes from the profile and
-    the `--set executor.KEY=VALUE` overrides, the same for every cell of a command."""
-    sections = [cell.cfg.pop("executor") for cell in cells]
-    return SlurmSettings(**sections[0])
+def slurm_settings(cells: list[Cell]) -> ExecutorConfig:
+    """The cells' `executor` section: from the profile and the `--set executor.KEY=VALUE` overrides, the same
+    for every cell of a command. Where a cell runs is not what it computes: the section stays out of the config
+    hash and the record (`RunConfig.plain`), so changing a partition or a time limit re-runs nothing."""
+    return cells[0].cfg.executor
 
 
 def cell_tasks(todo: list[Cell], out: Path) -> list[CellTask]:
@@ -143,7 +119,7 @@ def run_pool(cells: list[Cell], out: Path, workers: int,
     leaders = pretraining_leaders(waiting)
     total = len(waiting)
     ended: set[Cell] = set()
-    slots = [_Worker(i, workers, cells[0].cfg["runtime"]["device"]) for i in range(workers)]
+    slots = [_Worker(i, workers, cells[0].cfg.runtime.device) for i in range(workers)]
     running: dict[cf.Future, tuple[CellTask, _Worker]] = {}
     try:
         with GridBar([t.cell for t in waiting], seconds) as bar:
@@ -228,7 +204,7 @@ def _start_worker(parent: int, gpu: int | None, slots: int) -> None:
 # --------------------------------------------------------------------------------------- Slurm
 
 
-def slurm_executor(settings: SlurmSettings, folder: Path, dependency: str | None = None) -> submitit.AutoExecutor:
+def slurm_executor(settings: ExecutorConfig, folder: Path, dependency: str | None = None) -> submitit.AutoExecutor:
     """A submitit executor for the grid's jobs, their files (scripts, pickles, logs) in `folder/<job id>/`.
 
     A new executor per dependency: submitit lets a parameter be changed but never unset."""
@@ -240,17 +216,17 @@ def slurm_executor(settings: SlurmSettings, folder: Path, dependency: str | None
     if dependency is not None:
         sbatch["dependency"] = dependency
     executor.update_parameters(
-        name=JOB_NAME, timeout_min=int(settings.time_min), cpus_per_task=int(settings.cpus_per_job),
+        name=JOB_NAME, timeout_min=settings.time_min, cpus_per_task=settings.cpus_per_job,
         mem_gb=settings.mem_gb,
-        gpus_per_node=int(settings.gpus_per_job) or None,  # None: no GPU line at all, rather than 0 GPUs
-        slurm_partition=settings.partition, slurm_array_parallelism=int(settings.array_parallelism),
+        gpus_per_node=settings.gpus_per_job or None,  # None: no GPU line at all, rather than 0 GPUs
+        slurm_partition=settings.partition, slurm_array_parallelism=settings.array_parallelism,
         slurm_additional_parameters=sbatch,
     )
     return executor
 
 
 def submit_to_slurm(cells: list[Cell], out: Path,
-                    settings: SlurmSettings) -> tuple[list[Outcome], list[tuple[Cell, submitit.Job]]]:
+                    settings: ExecutorConfig) -> tuple[list[Outcome], list[tuple[Cell, submitit.Job]]]:
     """Submit one job per cell that has no record and that no process holds now; print the job ids.
 
     -> (outcomes of the cells left alone, (cell, job) of each submitted one). Cells without a leader,
@@ -284,7 +260,7 @@ def submit_to_slurm(cells: list[Cell], out: Path,
     return outcomes, jobs
 
 
-def _submit_array(tasks: list[CellTask], settings: SlurmSettings, folder: Path,
+def _submit_array(tasks: list[CellTask], settings: ExecutorConfig, folder: Path,
                   dependency: str | None = None) -> list[tuple[Cell, submitit.Job]]:
     """One job array (a plain job for a single task) of `tasks`."""
     if not tasks:

@@ -11,11 +11,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import methods
-from benchmark.harness.config import build_config, config_hash, set_dotted, validate_config
+from benchmark.harness.config import config_values, set_dotted, validate_config
 from benchmark.kit.contract import MODES
 from benchmark.kit.data import DATASETS, check_ratio, labeled_subset, load_dataset, load_split_indices
 from benchmark.kit.errors import ConfigError, unknown_name
+from benchmark.kit.files import stable_hash
 from benchmark.kit.records import run_dir
+from benchmark.kit.schema import RunConfig
 
 LOG = "run.log"
 
@@ -43,7 +45,7 @@ class Cell:
     mode: str
     labels: float
     seed: int
-    cfg: dict = field(default_factory=dict, compare=False, repr=False)
+    cfg: RunConfig | None = field(default=None, compare=False, repr=False)
 
     def folder(self, out: Path) -> Path:
         return run_dir(out, self.dataset, self.method, self.mode, self.labels, self.seed)
@@ -130,12 +132,11 @@ def configured(cells: list[Cell], profile: str, overrides: dict | None, data_roo
     An override applies to each cell whose config has its key, so `--set method.T=0.9` reaches the
     methods that have a `T` and leaves the others alone; a key that no cell has is an error (a typo
     must not be silently ignored), and so is a value the schema refuses."""
-    configs = [build_config(profile, c.method, c.mode, c.dataset, c.labels, c.seed, None, data_root, nbi)
-               for c in cells]
+    values = [config_values(profile, c.method, c.mode, c.dataset, c.labels, c.seed, data_root, nbi) for c in cells]
     for key, value in (overrides or {}).items():
         error: ConfigError | None = None
         applied = False
-        for cfg in configs:
+        for cfg in values:
             try:
                 set_dotted(cfg, key, value)
                 applied = True
@@ -143,7 +144,7 @@ def configured(cells: list[Cell], profile: str, overrides: dict | None, data_roo
                 error = err
         if not applied and error is not None:
             raise error
-    configs = [validate_config(cfg, "--set") for cfg in configs] if overrides else configs
+    configs = [validate_config(cfg, "--set" if overrides else "config") for cfg in values]
     return [replace(cell, cfg=cfg) for cell, cfg in zip(cells, configs)]
 
 
@@ -155,13 +156,13 @@ def check_cells(cells: list[Cell]) -> None:
     seen: set[tuple] = set()
     for cell in cells:
         cfg, spec = cell.cfg, methods.get_method(cell.method)
-        key = (config_hash({"data": cfg["data"]}), cell.seed, cell.labels, spec.uses_unlabeled)
+        key = (stable_hash(cfg.data.model_dump()), cell.seed, cell.labels, spec.uses_unlabeled)
         if key in seen:
             continue
         seen.add(key)
-        raw, cache = load_dataset(cfg["data"])
-        parts = load_split_indices(raw, cache, cfg["data"], cell.seed)
-        labeled = labeled_subset(raw, parts, cfg["data"], cell.labels, cell.seed)
+        raw, cache = load_dataset(cfg.data)
+        parts = load_split_indices(raw, cache, cfg.data, cell.seed)
+        labeled = labeled_subset(raw, parts, cfg.data, cell.labels, cell.seed)
         if spec.uses_unlabeled and len(labeled) == len(parts["train"]):
             raise ConfigError(f"{cell.method} trains on unlabeled images, and {cell.labels:g}% labels of "
                               f"{cell.dataset} (seed {cell.seed}) leave none; use fullysupervised for the "

@@ -29,6 +29,7 @@ from torch import nn
 from benchmark.kit.data.loaders import MEAN, STD
 from benchmark.kit.files import atomic_write, file_sha256
 from benchmark.kit.models import WEIGHTS_DIR, architecture, create_backbone
+from benchmark.kit.schema import InitConfig, ModelConfig, TrainConfig
 from benchmark.kit.training import build_optimizer, warmup_cosine
 
 # scikit-image's bundled (offline) photographs and textures; its medical images are left out on purpose.
@@ -110,9 +111,9 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Ten
 class SimCLR(nn.Module):
     """The backbone (no classifier head) and a two-layer projection head, used only here."""
 
-    def __init__(self, model_cfg: dict, projection_dim: int):
+    def __init__(self, model_cfg: ModelConfig, projection_dim: int):
         super().__init__()
-        self.backbone = create_backbone({**model_cfg, "init": "random", "weights": None}, num_classes=0)
+        self.backbone = create_backbone(model_cfg.model_copy(update={"init": "random", "weights": None}), num_classes=0)
         width = self.backbone.num_features
         self.projector = nn.Sequential(nn.Linear(width, width), nn.ReLU(inplace=True), nn.Linear(width, projection_dim))
 
@@ -120,23 +121,23 @@ class SimCLR(nn.Module):
         return self.projector(self.backbone(x))  # (N, projection_dim)
 
 
-def build(model_cfg: dict, init_cfg: dict, image_size: int, out: Path, command: str, code_version: str,
+def build(model_cfg: ModelConfig, init_cfg: InitConfig, image_size: int, out: Path, command: str, code_version: str,
           log=print) -> Path:
     """Pre-train `model_cfg`'s backbone with SimCLR on the generic corpus; write `out` (the backbone's
     state dict) and `out.with_suffix('.json')` (provenance). Returns `out`."""
-    seed, iterations = init_cfg["seed"], init_cfg["iterations"]
-    batch = init_cfg["batch_size"]
+    seed, iterations = init_cfg.seed, init_cfg.iterations
+    batch = init_cfg.batch_size
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
     corpus = load_corpus()
-    model = SimCLR(model_cfg, init_cfg["projection_dim"])
-    train_cfg = {"optimizer": "adamw", "lr": init_cfg["lr"], "weight_decay": init_cfg["weight_decay"], "layer_decay": 1.0}
+    model = SimCLR(model_cfg, init_cfg.projection_dim)
+    train_cfg = TrainConfig(optimizer="adamw", lr=init_cfg.lr, weight_decay=init_cfg.weight_decay, layer_decay=1.0)
     optimizer = build_optimizer(model.named_parameters(), train_cfg)
-    scheduler = warmup_cosine(optimizer, iterations, init_cfg["warmup_iterations"], init_cfg["min_lr"])
+    scheduler = warmup_cosine(optimizer, iterations, init_cfg.warmup_iterations, init_cfg.min_lr)
     start, losses = time.perf_counter(), []
     for it in range(iterations):
         view1, view2 = random_views(corpus, batch, image_size, g)
-        loss = nt_xent(*model(torch.cat([view1, view2])).chunk(2), init_cfg["temperature"])
+        loss = nt_xent(*model(torch.cat([view1, view2])).chunk(2), init_cfg.temperature)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -153,7 +154,7 @@ def build(model_cfg: dict, init_cfg: dict, image_size: int, out: Path, command: 
         "objective": "SimCLR (NT-Xent), benchmark/harness/init_weights.py",
         "corpus": {"source": "scikit-image data (bundled)", "images": list(CORPUS), "resized_to": CORPUS_SIZE},
         "image_size": image_size,
-        "settings": dict(init_cfg),
+        "settings": init_cfg.model_dump(),
         "final_loss": round(float(np.mean(losses[-20:])), 4),
         "wall_s": round(time.perf_counter() - start, 1),
         "command": command,

@@ -43,6 +43,7 @@ from benchmark.kit.contract import VIEW_MODES, RunContext
 from benchmark.kit.data import load_dataset, make_split
 from benchmark.kit.data.types import SemiSupervisedSplit
 from benchmark.kit.runtime import code_version, peak_rss_mb, resolve_amp, seed_everything
+from benchmark.kit.schema import RunConfig
 from benchmark.kit.training import predict_logits
 from methods.common import LabeledBatches, UnlabeledBatches, augmenter_fits, import_semilearn, warm_augmenter
 from methods.registry import REFERENCE
@@ -80,23 +81,23 @@ def skip_steps(warmup: int) -> int:
     return SKIP + (warmup + 1 if warmup else 0)
 
 
-def measure_method(name: str, mode: str, cfg: dict, split: SemiSupervisedSplit, device: torch.device,
+def measure_method(name: str, mode: str, cfg: RunConfig, split: SemiSupervisedSplit, device: torch.device,
                    steps: int, workdir: Path) -> MethodFigures:
     """Ours and bare, step by step, for one method and mode (see the module's docstring)."""
     spec = methods.get_method(name)
     n_train = len(split.train_index)
 
-    def measured_config(iterations: int) -> dict:  # time constants scaled to the measured run, as the runner does
+    def measured_config(iterations: int) -> RunConfig:  # time constants scaled to the measured run, as the runner does
         short = spec.cost.shorten(cfg, iterations, n_train)
         return budget.apply(short, spec.stage_iterations(short, split.sizes()))
 
     skip = skip_steps(spec.cost.warmup(measured_config(SKIP + steps)))
     run_cfg = measured_config(skip + steps)
-    amp = resolve_amp(cfg["runtime"]["amp"], device)
-    hook = Interleaver(skip, cfg["train"]["lr"], amp, device)
+    amp = resolve_amp(cfg.runtime.amp, device)
+    hook = Interleaver(skip, cfg.train.lr, amp, device)
     folder = Path(tempfile.mkdtemp(prefix=f"{name}-{mode}-", dir=workdir))
     ctx = RunContext(device=device, seed=SEED, run_dir=folder, cache_dir=folder / "cache", amp=amp,
-                     compile=cfg["runtime"]["compile"], progress=hook)
+                     compile=cfg.runtime.compile, progress=hook)
     seed_everything(SEED)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -112,7 +113,7 @@ def measure_method(name: str, mode: str, cfg: dict, split: SemiSupervisedSplit, 
         if not figures.ours.wall or not figures.bare.wall:
             raise RuntimeError(f"{name}/{mode}: loop '{loop}' ran {figures.iterations} steps, none timed")
 
-    batch = cfg["train"]["eval_batch_size"]
+    batch = cfg.train.eval_batch_size
     start = time.perf_counter()
     predict_logits(trained.best, split.val, device, batch)
     eval_s = time.perf_counter() - start
@@ -125,11 +126,11 @@ def measure_method(name: str, mode: str, cfg: dict, split: SemiSupervisedSplit, 
 # -------------------------------------------------------------------------------------- loader
 
 
-def measure_loader(split: SemiSupervisedSplit, cfg: dict, mode: str, device: torch.device, steps: int) -> dict:
+def measure_loader(split: SemiSupervisedSplit, cfg: RunConfig, mode: str, device: torch.device, steps: int) -> dict:
     """Images per second the training loader alone delivers (labeled + weak + strong batch, augmented),
     called back to back as the training loop calls it."""
-    batch = cfg["train"]["batch_size"]
-    unlabeled_batch = batch * cfg["train"]["uratio"]
+    batch = cfg.train.batch_size
+    unlabeled_batch = batch * cfg.train.uratio
     labeled = LabeledBatches(split.labeled, batch, SEED, device)
     unlabeled = UnlabeledBatches(split.unlabeled, unlabeled_batch, SEED, device, mode)
     labeled(0), unlabeled(0)  # first calls: imports, the RandAugment policy
@@ -145,16 +146,16 @@ def measure_loader(split: SemiSupervisedSplit, cfg: dict, mode: str, device: tor
 # ------------------------------------------------------------------------------- runner overhead
 
 
-def measure_cell_overhead(supervised: tuple[dict, float], device: torch.device, workdir: Path) -> dict:
+def measure_cell_overhead(supervised: tuple[RunConfig, float], device: torch.device, workdir: Path) -> dict:
     """What a cell costs beyond its method's `train` and the three test passes (best, last, embed): the
     runner's split, files, record and results table (`cell_overhead_s`); and what the first cell of a
     process pays once more (`first_cell_extra_s`: TensorBoard's import, ...). From one tiny cell of the
     reference method (`methods.registry.REFERENCE`), trained bare-handed, then through `run_cell`, each twice."""
     cfg, labels = copy.deepcopy(supervised[0]), supervised[1]
-    cfg["train"]["iterations"] = cfg["train"]["eval_every"] = 2
+    cfg.train.iterations = cfg.train.eval_every = 2
     split = split_for(cfg, labels)
     spec = methods.get_method(REFERENCE)
-    amp = resolve_amp(cfg["runtime"]["amp"], device)
+    amp = resolve_amp(cfg.runtime.amp, device)
     train_s = []
     for _ in range(2):
         ctx = RunContext(device=device, seed=SEED, run_dir=Path(tempfile.mkdtemp(dir=workdir)),
@@ -163,7 +164,7 @@ def measure_cell_overhead(supervised: tuple[dict, float], device: torch.device, 
         trained = spec.train(split, cfg, ctx)
         train_s.append(time.perf_counter() - start)
     start = time.perf_counter()
-    predict_logits(trained.best, split.test, device, cfg["train"]["eval_batch_size"])
+    predict_logits(trained.best, split.test, device, cfg.train.eval_batch_size)
     test_pass_s = time.perf_counter() - start
     cell_s = []
     for attempt in range(2):
@@ -180,7 +181,7 @@ def measure_cell_overhead(supervised: tuple[dict, float], device: torch.device, 
 # ------------------------------------------------------------------------------------ the record
 
 
-def measure(profile: str, pairs: list[Pair], configs: dict[Pair, tuple[dict, float]], device: torch.device,
+def measure(profile: str, pairs: list[Pair], configs: dict[Pair, tuple[RunConfig, float]], device: torch.device,
             steps: int, log=print) -> dict:
     """Every figure of `perf` but the grid estimate, for the (method, mode) `pairs` of `profile`, each with
     its (config, label ratio) from `measured_configs`; `log` gets one line per finished measurement."""
@@ -192,7 +193,7 @@ def measure(profile: str, pairs: list[Pair], configs: dict[Pair, tuple[dict, flo
         warm_augmenter()  # its start-up is a run's first seconds; the timed steps are its steady state
     record: dict = {"profile": profile, "device": str(device), "threads": torch.get_num_threads(),
                     "cpus": os.cpu_count(), "torch": torch.__version__, "code_version": code_version(),
-                    "dataset": configs[SUPERVISED][0]["data"]["name"], "steps": steps, "load_avg_before": load_average(),
+                    "dataset": configs[SUPERVISED][0].data.name, "steps": steps, "load_avg_before": load_average(),
                     "fixed_s": fixed_s, "settings": step_settings(configs[SUPERVISED][0]), "methods": {}}
     splits: dict[float, SemiSupervisedSplit] = {}
     train_cfgs: dict[str, dict] = {}
@@ -235,7 +236,7 @@ def measure(profile: str, pairs: list[Pair], configs: dict[Pair, tuple[dict, flo
 
 
 def measured_configs(profile: str, pairs: list[Pair], dataset: str, data_root: str | None = None,
-                     nbi: str | None = None, overrides: dict | None = None) -> dict[Pair, tuple[dict, float]]:
+                     nbi: str | None = None, overrides: dict | None = None) -> dict[Pair, tuple[RunConfig, float]]:
     """(effective config, label ratio) of each pair and of SUPERVISED, built as `run` builds a cell on
     `dataset` (an override applies where a config has its key, as in `run`)."""
     wanted = list(dict.fromkeys([*pairs, SUPERVISED]))
@@ -244,11 +245,9 @@ def measured_configs(profile: str, pairs: list[Pair], dataset: str, data_root: s
         spec = methods.get_method(name)
         cells.append(Cell(dataset, name, mode, spec.fixed_labels if spec.fixed_labels is not None else LABELS, SEED))
     cells = configured(cells, profile, overrides, data_root, nbi)
-    for cell in cells:
-        cell.cfg.pop("executor", None)  # where a cell runs is not part of what it computes
     return {pair: (cell.cfg, cell.labels) for pair, cell in zip(wanted, cells)}
 
 
-def split_for(cfg: dict, labels: float) -> SemiSupervisedSplit:
-    raw, folder = load_dataset(cfg["data"])
-    return make_split(raw, folder, cfg["data"], labels, SEED)
+def split_for(cfg: RunConfig, labels: float) -> SemiSupervisedSplit:
+    raw, folder = load_dataset(cfg.data)
+    return make_split(raw, folder, cfg.data, labels, SEED)

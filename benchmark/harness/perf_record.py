@@ -13,6 +13,7 @@ import psutil
 
 import methods
 from benchmark.kit.records import write_json_atomic
+from benchmark.kit.schema import RunConfig
 
 PERF_FILE = "perf.json"
 
@@ -60,10 +61,10 @@ def stage_figures(name: str, figures: dict) -> dict:
     return out
 
 
-def step_settings(cfg: dict) -> dict:
+def step_settings(cfg: RunConfig) -> dict:
     """What a measured step time depends on beyond the method: the input size, the backbone and the batch."""
-    return {"image_size": cfg["data"]["image_size"], "arch": cfg["model"]["arch"], "kwargs": cfg["model"]["kwargs"],
-            "batch_size": cfg["train"]["batch_size"], "uratio": cfg["train"]["uratio"]}
+    return {"image_size": cfg.data.image_size, "arch": cfg.model.arch, "kwargs": cfg.model.kwargs,
+            "batch_size": cfg.train.batch_size, "uratio": cfg.train.uratio}
 
 
 # ----------------------------------------------------------------------------------- printing

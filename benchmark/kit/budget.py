@@ -22,10 +22,12 @@ scaled values replace the declared ones in the config the method gets and the re
 `budget.scaled` in that config lists every change."""
 from __future__ import annotations
 
-import copy
 from typing import Any
 
+from pydantic import BaseModel
+
 from benchmark.kit.errors import ConfigError
+from benchmark.kit.schema import RunConfig
 
 
 def scale_momentum(momentum: float, reference: int, iterations: int) -> float:
@@ -48,34 +50,34 @@ def scale_value(value: Any, reference: int, iterations: int) -> Any:
     return scale_momentum(value, reference, iterations) if value > 0 else value
 
 
-def apply(cfg: dict, stage_iterations: dict[str, int]) -> dict:
-    """A copy of `cfg` whose `method.time_constants` are scaled to `stage_iterations` (stage -> iterations
-    of this run), with the changes listed under `budget.scaled`."""
-    out = copy.deepcopy(cfg)
+def apply(cfg: RunConfig, stage_iterations: dict[str, int]) -> RunConfig:
+    """A copy of `cfg` whose time constants (the profile's and `method.time_constants`) are scaled to
+    `stage_iterations` (stage -> iterations of this run), with the changes listed in its `budget`."""
+    out = cfg.model_copy(deep=True)
     changes = {}
-    declared = [(out, "", group) for group in out.get("time_constants") or []]
-    declared += [(out["method"], "method.", group) for group in out["method"].get("time_constants") or []]
+    declared = [(out, "", group) for group in out.time_constants]
+    declared += [(out.method, "method.", group) for group in out.method.time_constants]
     for root, prefix, group in declared:
-        stage, reference = group["stage"], int(group["reference"])
-        if stage not in stage_iterations:
-            raise ConfigError(f"time_constants of {out['method']['name']}: unknown stage '{stage}'; "
+        if group.stage not in stage_iterations:
+            raise ConfigError(f"time_constants of {out.method.name}: unknown stage '{group.stage}'; "
                               f"valid: {', '.join(stage_iterations)}")
-        for key in group["keys"]:
+        iterations = int(stage_iterations[group.stage])
+        for key in group.keys:
             node, leaf = _parent(root, key, prefix)
-            old = node[leaf]
-            node[leaf] = scale_value(old, reference, int(stage_iterations[stage]))
-            changes[prefix + key] = {"declared": old, "scaled": node[leaf], "reference": reference,
-                                     "iterations": int(stage_iterations[stage])}
-    out["budget"] = {"rule": "benchmark/kit/budget.py: each constant keeps its share of its stage",
-                     "stages": dict(stage_iterations), "scaled": changes}
+            old = getattr(node, leaf)
+            setattr(node, leaf, scale_value(old, group.reference, iterations))
+            changes[prefix + key] = {"declared": old, "scaled": getattr(node, leaf), "reference": group.reference,
+                                     "iterations": iterations}
+    out.budget = {"rule": "benchmark/kit/budget.py: each constant keeps its share of its stage",
+                  "stages": dict(stage_iterations), "scaled": changes}
     return out
 
 
-def _parent(root: dict, dotted: str, prefix: str) -> tuple[dict, str]:
-    """(the dict under `root` holding the last part of `dotted`, that part)."""
+def _parent(root: BaseModel, dotted: str, prefix: str) -> tuple[BaseModel, str]:
+    """(the section under `root` holding the last part of `dotted`, that part)."""
     node, parts = root, dotted.split(".")
     for part in parts[:-1]:
-        node = node.get(part) if isinstance(node, dict) else None
-    if not isinstance(node, dict) or parts[-1] not in node:
+        node = getattr(node, part, None)
+    if not isinstance(node, BaseModel) or parts[-1] not in type(node).model_fields:
         raise ConfigError(f"time_constants: no key '{prefix}{dotted}' in the config")
     return node, parts[-1]

@@ -91,6 +91,11 @@ def load_profile(name: str) -> dict:
     return validate(ProfileConfig, _read_yaml(file), source=str(file))
 
 
+def profile_config(name: str) -> ProfileConfig:
+    """`load_profile(name)` as the typed sections every floor reads (`.data.name`, `.train.lr`)."""
+    return ProfileConfig.model_validate(load_profile(name))
+
+
 def method_config(method: str, profile: str) -> tuple[dict, str]:
     """(hyper-parameters of one method under one profile, the YAML they come from); empty if none.
 

@@ -29,23 +29,24 @@ from torch import nn
 from benchmark.kit.data.loaders import MEAN, STD
 from benchmark.kit.errors import ConfigError
 from benchmark.kit.files import file_sha256
+from benchmark.kit.schema import ModelConfig
 
 PROBE_TIMEOUT_S = 10  # how long the hub may take to answer before the machine counts as offline
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"  # benchmark/weights, shipped with the package
 
 
-def architecture(model_cfg: dict) -> dict:
+def architecture(model_cfg: ModelConfig) -> dict:
     """What a weights file must have been trained with to fit `model_cfg`: arch and its kwargs."""
-    return {"arch": model_cfg["arch"], "kwargs": dict(model_cfg["kwargs"])}
+    return {"arch": model_cfg.arch, "kwargs": dict(model_cfg.kwargs)}
 
 
-def create_backbone(model_cfg: dict, num_classes: int) -> nn.Module:
+def create_backbone(model_cfg: ModelConfig, num_classes: int) -> nn.Module:
     """`timm.create_model(arch, num_classes=..., **kwargs)` with the weights `model.init` names. `model_cfg` is
     a whole `model` section (`benchmark.kit.schema.ModelConfig`, where its defaults and allowed values live)."""
-    arch, kwargs = model_cfg["arch"], dict(model_cfg["kwargs"])
+    arch, kwargs = model_cfg.arch, dict(model_cfg.kwargs)
     if arch not in timm.list_models():
         raise ConfigError(f"unknown timm model '{arch}' (model.arch); see timm.list_models()")
-    init, weights = model_cfg["init"], model_cfg["weights"]
+    init, weights = model_cfg.init, model_cfg.weights
     if init == "imagenet":
         return _imagenet_backbone(arch, kwargs, num_classes, weights)
     model = timm.create_model(arch, pretrained=False, num_classes=num_classes, **kwargs)
@@ -97,7 +98,7 @@ def hub_weights(arch: str) -> str:
     return hf_hub_download(cfg.hf_hub_id, filename)
 
 
-def input_normalisation(model_cfg: dict) -> dict[str, list[float]]:
+def input_normalisation(model_cfg: ModelConfig) -> dict[str, list[float]]:
     """{"mean", "std"} of the inputs: `model.mean` / `model.std` where given, else those the starting weights
     were trained with. timm's ImageNet ViTs are not all trained with ImageNet's statistics (ViT-B/16's
     default weights take mean = std = 0.5), so they come from timm's pretrained config of the architecture
@@ -105,26 +106,26 @@ def input_normalisation(model_cfg: dict) -> dict[str, list[float]]:
     weights are trained with MEAN and STD (`benchmark.harness.init_weights`), and a random start has no statistics
     of its own: it gets the suite's too."""
     own = {"mean": list(MEAN), "std": list(STD)}
-    if model_cfg["init"] == "imagenet":
+    if model_cfg.init == "imagenet":
         from timm.data import resolve_data_config
 
-        data = resolve_data_config(pretrained_cfg=timm.models.get_pretrained_cfg(model_cfg["arch"]).to_dict())
+        data = resolve_data_config(pretrained_cfg=timm.models.get_pretrained_cfg(model_cfg.arch).to_dict())
         own = {"mean": [float(v) for v in data["mean"]], "std": [float(v) for v in data["std"]]}
-    return {key: list(model_cfg[key]) if model_cfg[key] is not None else value for key, value in own.items()}
+    return {key: list(getattr(model_cfg, key)) if getattr(model_cfg, key) is not None else value for key, value in own.items()}
 
 
-def init_fingerprint(model_cfg: dict) -> str:
+def init_fingerprint(model_cfg: ModelConfig) -> str:
     """What a model's starting point is, for cache keys: the weights file's sha256, or the timm source."""
-    init, weights = model_cfg["init"], model_cfg["weights"]
+    init, weights = model_cfg.init, model_cfg.weights
     if init == "random":
         return "random"
     if init == "imagenet" and not weights:
-        return f"timm:{model_cfg['arch']}"
+        return f"timm:{model_cfg.arch}"
     path = Path(weights) if weights else suite_weights_path(model_cfg)
     return file_sha256(path) if path.is_file() else f"missing:{path}"
 
 
-def suite_weights_path(model_cfg: dict) -> Path:
+def suite_weights_path(model_cfg: ModelConfig) -> Path:
     """The shipped label-free weights whose provenance sidecar names this very architecture."""
     wanted = architecture(model_cfg)
     for sidecar in sorted(WEIGHTS_DIR.glob("*.json")):

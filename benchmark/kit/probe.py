@@ -23,6 +23,7 @@ from torch import nn
 from benchmark.kit.contract import Batch
 from benchmark.kit.data.loaders import eval_batches
 from benchmark.kit.data.types import PairedArrays
+from benchmark.kit.schema import TrainConfig
 
 FeatureFn = Callable[[Batch], torch.Tensor]  # a batch of pairs -> (N, D): what a head reads
 STEPS = 100  # L-BFGS iterations; the problem is small (D <= 1,000 per class) and converges well before
@@ -54,13 +55,13 @@ def fit_linear_probe(x: torch.Tensor, y: torch.Tensor, num_classes: int) -> tupl
 
 @torch.no_grad()
 def probe_heads(heads: list[tuple[nn.Linear, FeatureFn]], labeled: PairedArrays, device: torch.device,
-                train_cfg: dict) -> None:
+                train_cfg: TrainConfig) -> None:
     """Each head's weights set to the linear probe of its features, when `train.probe_head` is on."""
-    if not train_cfg["probe_head"]:
+    if not train_cfg.probe_head:
         return
     y = torch.as_tensor(labeled.labels, device=device)
     for head, features in heads:
-        x = labeled_features(features, labeled, device, train_cfg["eval_batch_size"])
+        x = labeled_features(features, labeled, device, train_cfg.eval_batch_size)
         weight, bias = fit_linear_probe(x, y, head.out_features)
         head.weight.copy_(weight.to(head.weight.dtype))
         head.bias.copy_(bias.to(head.bias.dtype))

@@ -2,16 +2,18 @@
 meaning, in one place. A profile YAML (`configs/profiles/<name>.yaml`) is a small delta over
 these defaults, which are the `quick` profile's values.
 
-    cfg = validate_run(merged_dict, source="--set")   # a plain dict again, every key present and typed
+    cfg = checked(RunConfig, merged, source="--set")   # every key present and typed: cfg.train.lr
 
 Why pydantic (v2): one declaration per key gives the type, the default, the range (`ge`, `le`, `Literal`)
 and the meaning (`description`), and a refused value comes back as (key path, what is allowed, what was
 given), which is exactly the one line a user needs. Dataclasses would need that checking written by
-hand for every key. The validated model is dumped back to a plain dict, so the rest of the suite keeps
-reading `cfg["train"]["lr"]` and records stay plain JSON.
+hand for every key. The validated object itself travels from the command line to the training loop
+(`RunConfig`: a cell's whole config, `TrainConfig`: the loop's section, ...), so every floor reads typed
+attributes and every default is written here alone; records store its plain form (`RunConfig.plain`).
 
-A method's own keys (`cfg["method"]`) are declared beside the method (`methods/<family>/config.py`) and checked
-by `validate_method`; their values, each with its source, stay in the method's YAML.
+A method's own keys (`cfg.method`) are declared beside the method (`methods/<family>/config.py`) and checked
+when a cell's config is built (`benchmark.harness.config`); their values, each with its source, stay in the
+method's YAML.
 """
 from __future__ import annotations
 
@@ -19,12 +21,13 @@ import re
 from types import UnionType
 from typing import Any, Literal, Union, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_serializer
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, create_model, field_validator, model_serializer
 from pydantic.fields import FieldInfo
 
-from benchmark.kit.data import DATASETS
 from benchmark.kit.errors import ConfigError
 from benchmark.kit.runtime import DEVICES
+
+DATASETS = ("synthetic", "kvasir", "kvasir-v2", "paired")  # `data.name`: the embedded one, then the folders read
 
 # `executor.cluster`: submitit's AutoExecutor cluster. `local` runs the very jobs `slurm` would submit as
 # processes on this machine (all at once, without dependencies): a way to try the path without Slurm.
@@ -208,6 +211,25 @@ class ProfileConfig(Section):
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
 
 
+class RunConfig(ProfileConfig):
+    """A cell's effective config, the one object every floor reads (`cfg.train.lr`, `cfg.method.T`): the
+    profile's sections, the method's own keys (an instance of the schema its family registered), the cell's
+    coordinates, and, once the runner has scaled the time constants to the run (`benchmark.kit.budget`),
+    what it changed."""
+
+    method: SerializeAsAny[Section] = Field(description="the method's own keys: its family's schema")
+    profile: str = Field(description="the profile the config was built from")
+    seed: int = Field(ge=0, description="the run's seed")
+    labels: float = Field(description="label ratio, percent")
+    budget: dict[str, Any] | None = Field(None, description="the time constants scaled to this run; set by the runner")
+
+    def plain(self) -> dict:
+        """What the run computes, as plain data: a record's `config`, and what its hash is computed from. Where
+        it runs (`executor`: a partition or a time limit re-runs nothing) and a budget not yet applied are left
+        out."""
+        return self.model_dump(exclude={"executor", "budget"} if self.budget is None else {"executor"})
+
+
 _TYPE_TAGS = {"bool", "int", "float", "str", "none", "dict", "list"}
 
 
@@ -234,8 +256,14 @@ def _message(err: ValidationError, source: str, prefix: str = "") -> str:
 
 def validate(schema: type[BaseModel], values: dict, source: str, prefix: str = "") -> dict:
     """`values` checked against `schema`, defaults filled in, as a plain dict; else a one-line ConfigError."""
+    return checked(schema, values, source, prefix).model_dump(exclude_none=False)
+
+
+def checked(schema: type[BaseModel], values: dict, source: str, prefix: str = "") -> BaseModel:
+    """`values` checked against `schema`, defaults filled in, as the schema's object; else a one-line
+    ConfigError."""
     try:
-        return schema.model_validate(values).model_dump(exclude_none=False)
+        return schema.model_validate(values)
     except ValidationError as err:
         raise ConfigError(_message(err, source, prefix)) from None
 

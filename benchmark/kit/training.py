@@ -30,6 +30,7 @@ from benchmark.kit.contract import RunContext, Trained
 from benchmark.kit.data.loaders import eval_batches
 from benchmark.kit.data.types import PairedArrays
 from benchmark.kit.files import atomic_write, warn_once, zip_problem
+from benchmark.kit.schema import TrainConfig
 
 StepFn = Callable[[int], dict[str, torch.Tensor]]
 
@@ -38,17 +39,17 @@ class NonFiniteLoss(RuntimeError):
     """The loss became NaN or infinite; the run stops and its cell is marked failed."""
 
 
-def build_optimizer(named_params: Iterable[tuple[str, nn.Parameter]], train_cfg: dict) -> torch.optim.Optimizer:
+def build_optimizer(named_params: Iterable[tuple[str, nn.Parameter]], train_cfg: TrainConfig) -> torch.optim.Optimizer:
     """AdamW (or SGD) over `named_params`, with layer-wise lr decay when `train.layer_decay` < 1. `train_cfg`
     is a whole `train` section (`benchmark.kit.schema.TrainConfig`): its defaults live there only."""
-    name, lr, wd = train_cfg["optimizer"], train_cfg["lr"], train_cfg["weight_decay"]
-    groups = layer_decay_groups(list(named_params), lr, train_cfg["layer_decay"])
+    name, lr, wd = train_cfg.optimizer, train_cfg.lr, train_cfg.weight_decay
+    groups = layer_decay_groups(list(named_params), lr, train_cfg.layer_decay)
     if name == "adamw":
         # The fused kernel updates every parameter in one pass: the same AdamW, without the handful
         # of small ops per tensor that cost ~4x more on the quick profile's ViT (docs/perf.md).
         return torch.optim.AdamW(groups, lr=lr, weight_decay=wd, fused=True)
     if name == "sgd":
-        return torch.optim.SGD(groups, lr=lr, weight_decay=wd, momentum=train_cfg["momentum"], nesterov=True)
+        return torch.optim.SGD(groups, lr=lr, weight_decay=wd, momentum=train_cfg.momentum, nesterov=True)
     raise ValueError(f"unknown optimizer '{name}'; valid: adamw, sgd")
 
 
@@ -234,7 +235,7 @@ class TrainingLoop:
     def __init__(
         self,
         model: nn.Module,
-        train_cfg: dict,
+        train_cfg: TrainConfig,
         ctx: RunContext,
         val: PairedArrays | None,
         name: str = "train",
@@ -245,16 +246,16 @@ class TrainingLoop:
         load_extra_state: Callable[[dict], None] | None = None,
     ):
         self.model, self.cfg, self.ctx, self.val, self.name = model, train_cfg, ctx, val, name
-        self.iterations = iterations if iterations is not None else train_cfg["iterations"]
-        self.eval_every = train_cfg["eval_every"]
+        self.iterations = iterations if iterations is not None else train_cfg.iterations
+        self.eval_every = train_cfg.eval_every
         self.checkpoint_every = checkpoint_every or self.eval_every
         self.optimizer = build_optimizer(params if params is not None else model.named_parameters(), train_cfg)
         self.scheduler = warmup_cosine(
-            self.optimizer, self.iterations, train_cfg["warmup_iterations"], train_cfg["min_lr"])
+            self.optimizer, self.iterations, train_cfg.warmup_iterations, train_cfg.min_lr)
         # Loss scaling is for float16 only: bfloat16 has float32's range (and no scaler, no per-step
         # check of the gradients on the host).
         self.scaler = torch.amp.GradScaler(ctx.device.type, enabled=ctx.amp and _autocast_dtype(ctx) == torch.float16)
-        decay = train_cfg["ema_momentum"]
+        decay = train_cfg.ema_momentum
         self.ema = WeightAverage(model, decay) if decay > 0 else None
         if ctx.compile:  # after the EMA copy: the evaluated copy runs eagerly
             compile_blocks(model)
@@ -313,7 +314,7 @@ class TrainingLoop:
     def _evaluate(self, step: int) -> None:
         if self.val is None:
             return
-        acc = top1(self.eval_model, self.val, self.ctx.device, self.cfg["eval_batch_size"])
+        acc = top1(self.eval_model, self.val, self.ctx.device, self.cfg.eval_batch_size)
         self.ctx.log(step, {f"{self.name}/val_top1": acc})
         if acc > self.best_val:
             self.best_val, self.best_step = acc, step

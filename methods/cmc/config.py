@@ -1,4 +1,4 @@
-"""The typed keys of CMC's `cfg["method"]`, declared next to its code."""
+"""The typed keys of CMC's `cfg.method`, declared next to its code."""
 from __future__ import annotations
 
 from pydantic import Field

@@ -5,13 +5,12 @@
 """
 from __future__ import annotations
 
-import copy
-
 from benchmark.kit.config_files import method_presets
 from benchmark.kit.contract import RunContext, Trained
 from benchmark.kit.data.types import SemiSupervisedSplit
 from benchmark.kit.models import create_backbone
 from benchmark.kit.probe import probe_heads
+from benchmark.kit.schema import RunConfig
 from benchmark.kit.training import TrainingLoop
 
 from ..common import PairedBatches, stage_cfg
@@ -22,24 +21,25 @@ from .model import CMCClassifier
 PRESETS: dict[str, dict] = method_presets("cmc")
 
 
-def stage_iterations(cfg: dict) -> dict[str, int]:
+def stage_iterations(cfg: RunConfig) -> dict[str, int]:
     """Each stage's iterations: a `warmup_share` of the run's `train.iterations`, then the rest, so a
     CMC cell costs the iterations of any other Table II cell."""
-    total = cfg["train"]["iterations"]
-    warmup = round(cfg["method"]["warmup_share"] * total)
+    total = cfg.train.iterations
+    warmup = round(cfg.method.warmup_share * total)
     return {"warmup": warmup, "train": total - warmup}
 
 
-def train(data: SemiSupervisedSplit, cfg: dict, ctx: RunContext) -> Trained:
-    settings, train_cfg = cfg["method"], cfg["train"]
+def train(data: SemiSupervisedSplit, cfg: RunConfig, ctx: RunContext) -> Trained:
+    settings: CMCConfig = cfg.method
+    train_cfg = cfg.train
     stages = stage_iterations(cfg)
     total = sum(stages.values())
-    model = CMCClassifier(create_backbone(cfg["model"], num_classes=0), create_backbone(cfg["model"], num_classes=0),
+    model = CMCClassifier(create_backbone(cfg.model, num_classes=0), create_backbone(cfg.model, num_classes=0),
                           data.num_classes, settings).to(ctx.device)
     probe_heads(model.probed_heads(), data.labeled, ctx.device, train_cfg)
-    batch = train_cfg["batch_size"]
+    batch = train_cfg.batch_size
     labeled = PairedBatches(data.labeled.wli, data.labeled.nbi, data.labeled.labels, batch, ctx.seed, ctx.device, salt=21)
-    unlabeled = PairedBatches(data.unlabeled.wli, data.unlabeled.nbi, None, batch * train_cfg["uratio"],
+    unlabeled = PairedBatches(data.unlabeled.wli, data.unlabeled.nbi, None, batch * train_cfg.uratio,
                               ctx.seed, ctx.device, salt=22)
     # Built first to find its checkpoint; its EMA copies the weights at its own first step.
     main = TrainingLoop(model, train_cfg, ctx, data.val, name="train",
@@ -62,14 +62,15 @@ def train(data: SemiSupervisedSplit, cfg: dict, ctx: RunContext) -> Trained:
     return trained
 
 
-def _shortened(cfg: dict, steps: int, num_pairs: int) -> dict:
+def _shortened(cfg: RunConfig, steps: int, num_pairs: int) -> RunConfig:
     """`steps` steps in each stage the config has (the warm-up only when its share is not 0), one
-    validation at the end."""
-    cfg = copy.deepcopy(cfg)
-    staged = cfg["method"]["warmup_share"] > 0
-    cfg["train"].update(iterations=2 * steps if staged else steps, eval_every=steps)
+    validation at the end: a modified deep copy."""
+    cfg = cfg.model_copy(deep=True)
+    staged = cfg.method.warmup_share > 0
+    cfg.train.iterations = 2 * steps if staged else steps
+    cfg.train.eval_every = steps
     if staged:
-        cfg["method"]["warmup_share"] = 0.5
+        cfg.method.warmup_share = 0.5
     return cfg
 
 

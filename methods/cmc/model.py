@@ -19,6 +19,7 @@ from torch import nn
 from benchmark.kit.contract import Batch
 
 from ..common import pooled
+from .config import CMCConfig
 from .losses import cac_loss, csc_loss
 
 BRANCHES = ("wli", "nbi", "fused")
@@ -65,20 +66,20 @@ class ModalityBranches(nn.Module):
 class CMCClassifier(nn.Module):
     """The trained predictor: `predict` is cls_f(z_f), `embed` is z_f (both modalities of the pair).
 
-    mcfg: the method's settings (`csc`, `cac`, `mia` sections)."""
+    mcfg: the method's settings (`cfg.method`: its `csc`, `cac`, `mia` sections are read)."""
 
-    def __init__(self, enc_w: nn.Module, enc_n: nn.Module, num_classes: int, mcfg: dict):
+    def __init__(self, enc_w: nn.Module, enc_n: nn.Module, num_classes: int, mcfg: CMCConfig):
         super().__init__()
         self.mcfg = mcfg
         dim = enc_w.num_features
         self.enc_w, self.enc_n = enc_w, enc_n
         self.heads = nn.ModuleDict({k: nn.Linear(dim, num_classes) for k in BRANCHES})
-        mia = mcfg["mia"]
+        mia = mcfg.mia
         self.fusion = None
-        if mia["enabled"]:
-            heads = mia["heads"] or enc_w.blocks[0].attn.num_heads
-            mlp_ratio = mia["mlp_ratio"] or enc_w.blocks[0].mlp.fc1.out_features / dim
-            self.fusion = MIAFusion(dim, int(mia["depth"]), int(heads), float(mlp_ratio))
+        if mia.enabled:
+            heads = mia.heads or enc_w.blocks[0].attn.num_heads  # an int either way
+            mlp_ratio = mia.mlp_ratio or enc_w.blocks[0].mlp.fc1.out_features / dim  # a float either way
+            self.fusion = MIAFusion(dim, mia.depth, heads, mlp_ratio)
 
     def probed_heads(self) -> list[tuple[nn.Linear, Callable[[Batch], torch.Tensor]]]:
         """Each branch's classifier and the feature it reads, for `benchmark.kit.probe`."""
@@ -112,17 +113,17 @@ class CMCClassifier(nn.Module):
         logits = {k: self.heads[k](v) for k, v in z.items()}
         out = {"l_sup": sum(F.cross_entropy(logits[k][:n], y) for k in BRANCHES)}
         loss = out["l_sup"]
-        csc, cac = self.mcfg["csc"], self.mcfg["cac"]
-        if csc["weight"] > 0:
+        csc, cac = self.mcfg.csc, self.mcfg.cac
+        if csc.weight > 0:
             prefix = self.enc_w.num_prefix_tokens
             out["l_csc"] = csc_loss(tokens_w[:, prefix:], tokens_n[:, prefix:])
-            loss = loss + csc["weight"] * out["l_csc"]
-        if cac["weight"] > 0:
-            terms = cac_loss(logits["wli"][n:].softmax(1), logits["nbi"][n:].softmax(1), float(cac["temp"]),
-                             float(cac["contrast_weight"]))
-            out["l_cac"] = terms["agree"] + cac["contrast_weight"] * terms.get("contrast", 0.0)
+            loss = loss + csc.weight * out["l_csc"]
+        if cac.weight > 0:
+            terms = cac_loss(logits["wli"][n:].softmax(1), logits["nbi"][n:].softmax(1), cac.temp,
+                             cac.contrast_weight)
+            out["l_cac"] = terms["agree"] + cac.contrast_weight * terms.get("contrast", 0.0)
             out.update({f"l_cac_{k}": v.detach() for k, v in terms.items()})
-            loss = loss + cac["weight"] * out["l_cac"]
+            loss = loss + cac.weight * out["l_cac"]
         out["loss"] = loss
         return out
 

@@ -1,4 +1,4 @@
-"""The typed keys of HABIT's `cfg["method"]` (MRNet, RFC, CMH), declared next to its code."""
+"""The typed keys of HABIT's `cfg.method` (MRNet, RFC, CMH), declared next to its code."""
 from __future__ import annotations
 
 from pydantic import Field, field_validator

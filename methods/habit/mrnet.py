@@ -5,7 +5,7 @@ Information Transfer module exchange their features after every stage, so each p
 other's view.
 
 HABIT's paths are a DenseNet-121 and an MLP-Mixer. Here both are the suite's ViT
-(`create_backbone(cfg["model"])`), so every method shares one backbone family: the convolution path
+(`create_backbone(cfg.model)`), so every method shares one backbone family: the convolution path
 gets a convolution's locality from an attention mask that lets each patch attend only to its k x k
 neighbourhood of patches (k = `window`), the permutator path keeps full attention."""
 from __future__ import annotations
@@ -18,6 +18,7 @@ from torch import nn
 
 from benchmark.kit.errors import ConfigError
 from benchmark.kit.models import create_backbone
+from benchmark.kit.schema import ModelConfig
 
 
 class PathOutputs(NamedTuple):
@@ -65,12 +66,12 @@ class MutualInformationTransfer(nn.Module):
 class MRNet(nn.Module):
     """Two ViT paths of the profile's backbone joined by one MIT module per transformer block."""
 
-    def __init__(self, model_cfg: dict, num_classes: int, window: int):
+    def __init__(self, model_cfg: ModelConfig, num_classes: int, window: int):
         super().__init__()
         self.conv_path = create_backbone(model_cfg, num_classes)
         self.perm_path = create_backbone(model_cfg, num_classes)
         if not isinstance(self.conv_path, VisionTransformer):
-            raise ConfigError(f"HABIT's MRNet needs a timm VisionTransformer (model.arch), not {model_cfg['arch']}")
+            raise ConfigError(f"HABIT's MRNet needs a timm VisionTransformer (model.arch), not {model_cfg.arch}")
         self.mit = nn.ModuleList(MutualInformationTransfer(self.conv_path.embed_dim) for _ in self.conv_path.blocks)
         grid = tuple(self.conv_path.patch_embed.grid_size)
         self.register_buffer("local_mask", local_attention_mask(grid, self.conv_path.num_prefix_tokens, window),

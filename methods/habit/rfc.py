@@ -12,6 +12,8 @@ features in the batch top every class up to the same count and train the classif
 classes weigh as much as majority ones (`compensate_features`)."""
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 
@@ -37,7 +39,7 @@ class DistributionAlignment:
 
 
 def band_consistency(weak_logits: torch.Tensor, strong_logits: torch.Tensor, scores: torch.Tensor,
-                     band: tuple[float, float]) -> torch.Tensor:
+                     band: Sequence[float]) -> torch.Tensor:
     """Negative cosine similarity of strong to (fixed) weak logits, averaged over the batch and counted
     only for samples whose confidence lies in [band[0], band[1])."""
     in_band = ((scores >= band[0]) & (scores < band[1])).float()

@@ -15,6 +15,7 @@ from benchmark.kit.data.loaders import step_generator
 from benchmark.kit.data.types import SemiSupervisedSplit
 from benchmark.kit.health import PseudoLabels
 from benchmark.kit.probe import probe_heads
+from benchmark.kit.schema import RunConfig
 from benchmark.kit.training import TrainingLoop
 
 from ..common import LabeledBatches, UnlabeledBatches
@@ -45,21 +46,20 @@ class HABITModel(nn.Module):
 
 @register_method("habit", modes=VIEW_MODES, label="HABIT",
                  description="HABIT (TMI 2023): MRNet two-path ViT, RFC, CMH teacher", config=HABITConfig)
-def train(data: SemiSupervisedSplit, cfg: dict, ctx: RunContext) -> Trained:
-    hp, tr = cfg["method"], cfg["train"]
-    student = MRNet(cfg["model"], data.num_classes, hp["mrnet"]["window"]).to(ctx.device)
+def train(data: SemiSupervisedSplit, cfg: RunConfig, ctx: RunContext) -> Trained:
+    hp, tr = cfg.method, cfg.train
+    student = MRNet(cfg.model, data.num_classes, hp.mrnet.window).to(ctx.device)
     probe_heads([(head, lambda batch, p=p: student(batch["wli"]).features[p]) for p, head in enumerate(student.heads)],
                 data.labeled, ctx.device, tr)
     model = HABITModel(student).to(ctx.device)  # the teacher starts as a copy of the probed student
-    batch = tr["batch_size"]
+    batch = tr.batch_size
     labeled = LabeledBatches(data.labeled, batch, ctx.seed, ctx.device)
-    unlabeled = UnlabeledBatches(data.unlabeled, batch * tr["uratio"], ctx.seed, ctx.device, hp["mode"])
-    alignment = DistributionAlignment(hp["rfc"]["alignment_queue"])
-    band = tuple(float(b) for b in hp["rfc"]["band"])
-    threshold, lambda_u, rfc_weight = hp["threshold"], hp["lambda_u"], hp["rfc"]["weight"]
+    unlabeled = UnlabeledBatches(data.unlabeled, batch * tr.uratio, ctx.seed, ctx.device, hp.mode)
+    alignment = DistributionAlignment(hp.rfc.alignment_queue)
+    band = hp.rfc.band
+    threshold, lambda_u, rfc_weight = hp.threshold, hp.lambda_u, hp.rfc.weight
     # CMH replaces the loop's fixed-momentum EMA; its base momentum is the profile's.
-    heredity = ConsistencyAwareMomentumHeredity(model.student, model.teacher, hp["cmh"]["momentum"],
-                                                hp["cmh"]["scale"])
+    heredity = ConsistencyAwareMomentumHeredity(model.student, model.teacher, hp.cmh.momentum, hp.cmh.scale)
 
     def step(it: int) -> dict:
         x, y = labeled(it)
@@ -102,7 +102,8 @@ def train(data: SemiSupervisedSplit, cfg: dict, ctx: RunContext) -> Trained:
         heredity.momentum = state["momentum"]
 
     # The teacher is part of `model`, so the loop's checkpoints carry it.
-    loop = TrainingLoop(model, {**tr, "ema_momentum": 0.0}, ctx, data.val, params=model.student.named_parameters(),
+    loop = TrainingLoop(model, tr.model_copy(update={"ema_momentum": 0.0}), ctx, data.val,
+                        params=model.student.named_parameters(),
                         extra_state=save_state, load_extra_state=load_state)
     loop.optimizer.register_step_post_hook(lambda *_: heredity.update())
     trained = loop.run(step)

@@ -1,5 +1,6 @@
-"""The typed keys of MICS's `cfg["method"]` (pre-training, shift vector dictionary, fine-tuning), declared
-next to its code."""
+"""The typed keys of MICS's `cfg.method` (pre-training, shift vector dictionary, fine-tuning), declared
+next to its code: `cfg.method.pretrain.consistency.momentum`, `cfg.method.finetune.train` (a `TrainOverlay`:
+only the keys it sets dump, laid over `cfg.train`)."""
 from __future__ import annotations
 
 from typing import Literal

@@ -19,6 +19,7 @@ from torch import nn
 
 from benchmark.kit.contract import Batch
 
+from .config import FinetuneConfig
 from .losses import ds_combine, evidential_loss
 
 
@@ -63,7 +64,7 @@ class MICSClassifier(nn.Module):
     """The fine-tuned predictor. `predict` is the combined TMC opinion when TMC is on, else cls(z_f)
     (cls(z_w) without the NBI branch); `embed` is z_f (z_w without the NBI branch)."""
 
-    def __init__(self, enc_w: nn.Module, enc_n: nn.Module | None, num_classes: int, fcfg: dict,
+    def __init__(self, enc_w: nn.Module, enc_n: nn.Module | None, num_classes: int, fcfg: FinetuneConfig,
                  dictionary: dict[str, torch.Tensor] | None):
         super().__init__()
         self.fcfg = fcfg
@@ -71,16 +72,16 @@ class MICSClassifier(nn.Module):
         self.enc_w, self.enc_n = enc_w, enc_n
         self.cls = nn.Linear(dim, num_classes)
         if enc_n is not None:
-            heads = fcfg["fusion_heads"] or enc_w.blocks[0].attn.num_heads
-            self.fusion = FusionEncoder(dim, fcfg["fusion_depth"], heads, fcfg["fusion_mlp_ratio"])
-        if fcfg["svd"]:
+            heads = fcfg.fusion_heads or enc_w.blocks[0].attn.num_heads
+            self.fusion = FusionEncoder(dim, fcfg.fusion_depth, heads, fcfg.fusion_mlp_ratio)
+        if fcfg.svd:
             # Buffers: saved with the model, moved with it, never trained.
             for name in ("wli", "nbi"):
                 shifts = dictionary[name]
-                if fcfg["centred_shifts"]:
+                if fcfg.centred_shifts:
                     shifts = shifts - dictionary[f"{name}_mean"].unsqueeze(1)
                 self.register_buffer(f"shifts_{name}", shifts.float())  # (C', P, D)
-        if fcfg["tmc"]:
+        if fcfg.tmc:
             self.evidence = nn.ModuleDict({k: nn.Sequential(nn.Linear(dim, num_classes), nn.Softplus())
                                            for k in ("wli", "nbi", "fused")})
 
@@ -91,14 +92,14 @@ class MICSClassifier(nn.Module):
             return lambda batch: self.forward_features(batch["wli"], batch["nbi"])[name]
 
         heads = [(self.cls, feature("fused"))]
-        if self.fcfg["tmc"]:
+        if self.fcfg.tmc:
             heads += [(self.evidence[k][0], feature(k)) for k in ("wli", "nbi", "fused")]
         return heads
 
     @property
     def head(self) -> str:
         """Which head predicts, for the run record."""
-        return "tmc" if self.fcfg["tmc"] else ("fused" if self.enc_n is not None else "wli")
+        return "tmc" if self.fcfg.tmc else ("fused" if self.enc_n is not None else "wli")
 
     def forward_features(self, x_w: torch.Tensor, x_n: torch.Tensor) -> dict[str, torch.Tensor]:
         """(N, 3, H, W) pairs -> {"wli": z_w, "nbi": z_n, "fused": z_f}, each (N, D)."""
@@ -133,11 +134,11 @@ class MICSClassifier(nn.Module):
         """One labeled batch -> {"loss", "l_f", and "l_wn", "l_fuse" with TMC}."""
         z = self.forward_features(x_w, x_n)
         l_f = F.cross_entropy(self.cls(z["fused"]), y)
-        if self.fcfg["svd"]:
+        if self.fcfg.svd:
             s_w, s_n = self.sample_shifts(len(y), generator)
             l_f = l_f + F.cross_entropy(self.cls(z["fused"] + s_w), y) + F.cross_entropy(self.cls(z["fused"] + s_n), y)
         out = {"l_f": l_f}
-        if self.fcfg["tmc"]:
+        if self.fcfg.tmc:
             alpha = self.alphas(z)
             out["l_wn"] = evidential_loss(alpha["wli"], y, kl_weight) + evidential_loss(alpha["nbi"], y, kl_weight)
             out["l_fuse"] = evidential_loss(alpha["fused"], y, kl_weight) + evidential_loss(alpha["combined"], y, kl_weight)
@@ -147,7 +148,7 @@ class MICSClassifier(nn.Module):
     def predict(self, batch: Batch) -> torch.Tensor:
         """(N, C) logits: log expected class probabilities alpha / S of the combined opinion, or cls(z_f)."""
         z = self.forward_features(batch["wli"], batch["nbi"])
-        if self.fcfg["tmc"]:
+        if self.fcfg.tmc:
             alpha = self.alphas(z)["combined"]
             return (alpha / alpha.sum(1, keepdim=True)).log()
         return self.cls(z["fused"])

@@ -34,6 +34,7 @@ from torch.func import functional_call
 from benchmark.kit.distributed import all_gather, shard_rows, world_size
 
 from ..common import pooled
+from .config import PretrainConfig
 from .losses import consistency_loss, info_nce
 
 
@@ -69,31 +70,32 @@ class Decoder(nn.Module):
 class SynergisticPretrainer(nn.Module):
     """The two encoders and every head their pre-training needs; `forward_loss` is one step."""
 
-    def __init__(self, enc_w: nn.Module, enc_n: nn.Module, pcfg: dict, discriminator: nn.Module | None = None):
+    def __init__(self, enc_w: nn.Module, enc_n: nn.Module, pcfg: PretrainConfig,
+                 discriminator: nn.Module | None = None):
         super().__init__()
         self.enc_w, self.enc_n, self.pcfg = enc_w, enc_n, pcfg
         dim = enc_w.num_features
         self.patch = enc_w.patch_embed.patch_size[0]
-        if pcfg["a_dis"] > 0:
-            ccfg = pcfg["consistency"]
-            self.proj_w = nn.Linear(dim, ccfg["embed_dim"])
-            self.proj_n = nn.Linear(dim, ccfg["embed_dim"])
+        if pcfg.a_dis > 0:
+            ccfg = pcfg.consistency
+            self.proj_w = nn.Linear(dim, ccfg.embed_dim)
+            self.proj_n = nn.Linear(dim, ccfg.embed_dim)
             # Momentum copies, updated by EMA only (never by the optimizer).
             self.enc_w_m, self.enc_n_m = copy.deepcopy(enc_w), copy.deepcopy(enc_n)
             self.proj_w_m, self.proj_n_m = copy.deepcopy(self.proj_w), copy.deepcopy(self.proj_n)
             for _, p_m in self._momentum_pairs():
                 p_m.requires_grad_(False)
-            self.temp = nn.Parameter(torch.tensor(ccfg["temp"]))  # learnable, as in ALBEF
-            self.register_buffer("queue_w", F.normalize(torch.randn(ccfg["embed_dim"], ccfg["queue_size"]), dim=0))
-            self.register_buffer("queue_n", F.normalize(torch.randn(ccfg["embed_dim"], ccfg["queue_size"]), dim=0))
+            self.temp = nn.Parameter(torch.tensor(ccfg.temp))  # learnable, as in ALBEF
+            self.register_buffer("queue_w", F.normalize(torch.randn(ccfg.embed_dim, ccfg.queue_size), dim=0))
+            self.register_buffer("queue_n", F.normalize(torch.randn(ccfg.embed_dim, ccfg.queue_size), dim=0))
             self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
-        if pcfg["a_res"] > 0 or pcfg["a_adv"] > 0:
-            rcfg = pcfg["reconstructive"]
+        if pcfg.a_res > 0 or pcfg.a_adv > 0:
+            rcfg = pcfg.reconstructive
             self.decoder = Decoder(dim, enc_w.patch_embed.num_patches, enc_w.num_prefix_tokens, self.patch ** 2 * 3,
-                                   rcfg["decoder_dim"], rcfg["decoder_depth"], rcfg["decoder_heads"], rcfg["decoder_mlp_ratio"])
-        if pcfg["a_a"] > 0:
-            self.global_embed = nn.Linear(dim, pcfg["aligned"]["embed_dim"])
-        if pcfg["a_adv"] > 0:
+                                   rcfg.decoder_dim, rcfg.decoder_depth, rcfg.decoder_heads, rcfg.decoder_mlp_ratio)
+        if pcfg.a_a > 0:
+            self.global_embed = nn.Linear(dim, pcfg.aligned.embed_dim)
+        if pcfg.a_adv > 0:
             self.discriminator = discriminator
 
     # --- consistency -------------------------------------------------------------------------
@@ -104,7 +106,7 @@ class SynergisticPretrainer(nn.Module):
 
     @torch.no_grad()
     def momentum_update(self) -> None:
-        m = self.pcfg["consistency"]["momentum"]
+        m = self.pcfg.consistency.momentum
         online, momentum = map(list, zip(*self._momentum_pairs()))
         # One call over every tensor (a fused kernel on CUDA), each tensor as `mul_(m).add_(...)` computes it.
         torch._foreach_mul_(momentum, m)
@@ -171,7 +173,7 @@ class SynergisticPretrainer(nn.Module):
     def forward_decoder(self, encoder: nn.Module, x: torch.Tensor, generator: torch.Generator):
         """Encode a masked image, decode every patch. -> predicted patches (N, L, p*p*3), mask (N, L)."""
         length = encoder.patch_embed.num_patches
-        ids_keep, ids_restore, mask = self.random_masking(len(x), length, self.pcfg["reconstructive"]["mask_ratio"],
+        ids_keep, ids_restore, mask = self.random_masking(len(x), length, self.pcfg.reconstructive.mask_ratio,
                                                           generator, x.device)
         return self.decoder(encode_visible(encoder, x, ids_keep), ids_restore), mask
 
@@ -179,7 +181,7 @@ class SynergisticPretrainer(nn.Module):
         """L2 between image and reconstruction: over the whole image (paper Eq. 6, `image`) or,
         as MAE, the mean per-patch error over hidden patches only (`masked`)."""
         err = (pred - self.patchify(x)) ** 2  # (N, L, p*p*3)
-        if self.pcfg["reconstructive"]["loss"] == "image":
+        if self.pcfg.reconstructive.loss == "image":
             return err.mean()
         return (err.mean(-1) * mask).sum() / mask.sum()
 
@@ -201,22 +203,22 @@ class SynergisticPretrainer(nn.Module):
         """x_w, x_n: (N, 3, H, W) paired images -> {"loss", and each active term}."""
         c = self.pcfg
         out: dict[str, torch.Tensor] = {}
-        if c["a_dis"] > 0 or c["a_a"] > 0:
+        if c.a_dis > 0 or c.a_a > 0:
             feat_w, feat_n = pooled(self.enc_w, x_w), pooled(self.enc_n, x_n)  # (N, D)
-            if c["a_dis"] > 0:
+            if c.a_dis > 0:
                 out["l_dis"] = self.forward_consistency(feat_w, feat_n, x_w, x_n, alpha)
-            if c["a_a"] > 0:
-                out["l_a"] = info_nce(self.global_embed(feat_w), self.global_embed(feat_n), c["aligned"]["temp"])
-        if c["a_res"] > 0 or c["a_adv"] > 0:
+            if c.a_a > 0:
+                out["l_a"] = info_nce(self.global_embed(feat_w), self.global_embed(feat_n), c.aligned.temp)
+        if c.a_res > 0 or c.a_adv > 0:
             pred_w, mask_w = self.forward_decoder(self.enc_w, x_w, generator)
             pred_n, mask_n = self.forward_decoder(self.enc_n, x_n, generator)
-            if c["a_res"] > 0:
+            if c.a_res > 0:
                 out["l_res"] = (self.forward_reconstruction_loss(x_w, pred_w, mask_w)
                                 + self.forward_reconstruction_loss(x_n, pred_n, mask_n)) / 2
-            if c["a_adv"] > 0:
+            if c.a_adv > 0:
                 fake = torch.cat([self.unpatchify(pred_w), self.unpatchify(pred_n)])
                 out["l_adv"], out["l_disc"] = self.forward_adversarial(torch.cat([x_w, x_n]), fake)
-        weights = {"l_dis": c["a_dis"], "l_res": c["a_res"], "l_a": c["a_a"], "l_adv": c["a_adv"], "l_disc": 1.0}
+        weights = {"l_dis": c.a_dis, "l_res": c.a_res, "l_a": c.a_a, "l_adv": c.a_adv, "l_disc": 1.0}
         out["loss"] = sum(weights[k] * v for k, v in out.items())
         return out
 

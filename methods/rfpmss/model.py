@@ -19,6 +19,7 @@ from benchmark.kit.contract import Batch
 from benchmark.kit.distributed import all_gather
 
 from ..mics.losses import info_nce
+from .config import AnchorsConfig, NCEConfig, ProjectionConfig, SSPCConfig
 from .losses import anchor_logits, assignment_consistency, multi_sinkhorn
 
 MODALITIES = ("wli", "nbi")
@@ -83,14 +84,15 @@ class AnchorSpaces(nn.Module):
     """Stage 1: the anchors of both spaces and both modalities, trained with the projections (shared
     with `RFPMSSClassifier`) by L = w_sspc L_sspc + w_nce L_nce on frozen encoder features.
 
-    acfg, sspc, nce: the method's `anchors`, `sspc` and `nce` sections; bank: each memory bank's size."""
+    acfg, sspc, nce: the method's `anchors`, `sspc` and `nce` sections (`cfg.method.anchors`, ...); bank: each
+    memory bank's size."""
 
-    def __init__(self, projections: nn.ModuleDict, dim: int, joint_dim: int, acfg: dict, sspc: dict, nce: dict,
-                 bank: int):
+    def __init__(self, projections: nn.ModuleDict, dim: int, joint_dim: int, acfg: AnchorsConfig, sspc: SSPCConfig,
+                 nce: NCEConfig, bank: int):
         super().__init__()
         self.projections, self.acfg, self.sspc, self.nce = projections, acfg, sspc, nce
         # Anchors and banks only with SSPC on: every trained parameter gets a gradient (DDP needs it).
-        k = acfg["count"] if sspc["weight"] > 0 else 0
+        k = acfg.count if sspc.weight > 0 else 0
         self.anchors_in = nn.ParameterDict({m: nn.Parameter(torch.empty(k, dim)) for m in MODALITIES if k})
         self.anchors_joint = nn.ParameterDict({m: nn.Parameter(torch.empty(k, joint_dim)) for m in MODALITIES if k})
         for p in [*self.anchors_in.values(), *self.anchors_joint.values()]:
@@ -102,21 +104,21 @@ class AnchorSpaces(nn.Module):
         """M(sim(features, anchors)) for the batch's rows, computed over batch + bank: (N, D) -> (N, K)."""
         a = self.acfg
         scores = F.normalize(bank.with_batch(features), dim=1) @ F.normalize(anchors.detach(), dim=1).t()
-        plan = multi_sinkhorn(scores, a["selected"], a["damping"], a["epsilon"], a["sinkhorn_iterations"])
+        plan = multi_sinkhorn(scores, a.selected, a.damping, a.epsilon, a.sinkhorn_iterations)
         return plan[: len(features)]
 
     def sspc_loss(self, g_in: dict[str, torch.Tensor], g_joint: dict[str, torch.Tensor]) -> torch.Tensor:
         """Eq. 6 over two modalities: L(m, n^, z_m, z^_m) for every m and, with `cross_modal`, every n
         (else n = m only)."""
-        temp, total = self.sspc["temp"], 0.0
+        temp, total = self.sspc.temp, 0.0
         for m in MODALITIES:
             logits_in = anchor_logits(g_in[m], self.anchors_in[m], temp)  # (N, K)
             target_in = self.assign(g_in[m], self.anchors_in[m], self.banks[f"in_{m}"])
-            for n in MODALITIES if self.sspc["cross_modal"] else (m,):
+            for n in MODALITIES if self.sspc.cross_modal else (m,):
                 logits_joint = anchor_logits(g_joint[n], self.anchors_joint[m], temp)
                 target_joint = self.assign(g_joint[n], self.anchors_joint[m], self.banks[f"joint_{n}"])
                 total = total + assignment_consistency(logits_in, target_in, logits_joint, target_joint,
-                                                       self.sspc["alpha"], self.sspc["beta"])
+                                                       self.sspc.alpha, self.sspc.beta)
         return total
 
     def forward_loss(self, tokens_w: torch.Tensor, tokens_n: torch.Tensor, g_w: torch.Tensor,
@@ -125,12 +127,12 @@ class AnchorSpaces(nn.Module):
         g_in = {"wli": g_w, "nbi": g_n}
         g_joint = {"wli": self.projections["wli"](tokens_w), "nbi": self.projections["nbi"](tokens_n)}
         out, loss = {}, 0.0
-        if self.sspc["weight"] > 0:
+        if self.sspc.weight > 0:
             out["l_sspc"] = self.sspc_loss(g_in, g_joint)
-            loss = loss + self.sspc["weight"] * out["l_sspc"]
-        if self.nce["weight"] > 0:
-            out["l_nce"] = info_nce(g_joint["wli"], g_joint["nbi"], self.nce["temp"])
-            loss = loss + self.nce["weight"] * out["l_nce"]
+            loss = loss + self.sspc.weight * out["l_sspc"]
+        if self.nce.weight > 0:
+            out["l_nce"] = info_nce(g_joint["wli"], g_joint["nbi"], self.nce.temp)
+            loss = loss + self.nce.weight * out["l_nce"]
         for m in MODALITIES if self.banks else ():
             self.banks[f"in_{m}"].push(g_in[m])
             self.banks[f"joint_{m}"].push(g_joint[m])
@@ -140,15 +142,15 @@ class AnchorSpaces(nn.Module):
 
 class RFPMSSClassifier(nn.Module):
     """The fine-tuned predictor: `predict` is the classifier on the fused joint features of the pair,
-    `embed` the fused feature v (N, 2E)."""
+    `embed` the fused feature v (N, 2E). pcfg: the method's `projection` section (`cfg.method.projection`)."""
 
-    def __init__(self, enc_w: nn.Module, enc_n: nn.Module, num_classes: int, joint_dim: int, pcfg: dict):
+    def __init__(self, enc_w: nn.Module, enc_n: nn.Module, num_classes: int, joint_dim: int, pcfg: ProjectionConfig):
         super().__init__()
         dim = enc_w.num_features
-        heads = pcfg["heads"] or enc_w.blocks[0].attn.num_heads
-        mlp_ratio = pcfg["mlp_ratio"] or enc_w.blocks[0].mlp.fc1.out_features / dim
+        heads = pcfg.heads or enc_w.blocks[0].attn.num_heads  # an int either way
+        mlp_ratio = pcfg.mlp_ratio or enc_w.blocks[0].mlp.fc1.out_features / dim  # a float either way
         self.encoders = nn.ModuleDict({"wli": enc_w, "nbi": enc_n})
-        self.projections = nn.ModuleDict({m: JointProjection(dim, joint_dim, int(heads), float(mlp_ratio))
+        self.projections = nn.ModuleDict({m: JointProjection(dim, joint_dim, heads, mlp_ratio)
                                           for m in MODALITIES})
         self.fusion = ViewFusion(joint_dim)
         self.head = nn.Linear(2 * joint_dim, num_classes)

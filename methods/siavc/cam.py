@@ -9,6 +9,7 @@ came from each set (as the authors' code; ADA-Net's cross-set interpolation is i
 Video to image: clips are mixed frame by frame in the original; here whole images are mixed."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -47,7 +48,7 @@ def cross_set_mix(labeled: torch.Tensor, labels: torch.Tensor, unlabeled: torch.
 class MixRatioDiscriminator(nn.Module):
     """Features -> logits over (pool share, unlabeled share); the layer sizes of the authors' head."""
 
-    def __init__(self, dim: int, hidden: tuple[int, int]):
+    def __init__(self, dim: int, hidden: Sequence[int]):
         super().__init__()
         self.net = nn.Sequential(nn.Linear(dim, hidden[0]), nn.ReLU(inplace=True), nn.Linear(hidden[0], hidden[1]),
                                  nn.ReLU(inplace=True), nn.Linear(hidden[1], 2))

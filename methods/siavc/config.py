@@ -1,4 +1,4 @@
-"""The typed keys of SIAVC's `cfg["method"]` (SAB, CAM, the self-adaptive threshold), declared next to its code."""
+"""The typed keys of SIAVC's `cfg.method` (SAB, CAM, the self-adaptive threshold), declared next to its code."""
 from __future__ import annotations
 
 from pydantic import Field

@@ -5,6 +5,8 @@ Block (`sab.py`) and the Cross-set Augmentation Module (`cam.py`). docs/habit_si
 adaptation and its source."""
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -15,6 +17,7 @@ from benchmark.kit.data.loaders import step_generator
 from benchmark.kit.data.types import SemiSupervisedSplit
 from benchmark.kit.health import PseudoLabels
 from benchmark.kit.models import create_backbone
+from benchmark.kit.schema import RunConfig
 from benchmark.kit.training import TrainingLoop
 
 from ..common import LabeledBatches, UnlabeledBatches, WLIClassifier, probe_wli_head
@@ -28,7 +31,7 @@ from .threshold import SelfAdaptiveThreshold
 class SIAVCNet(WLIClassifier):
     """The backbone classifier plus CAM's mix-ratio discriminator on its pooled features."""
 
-    def __init__(self, backbone: nn.Module, hidden: tuple[int, int]):
+    def __init__(self, backbone: nn.Module, hidden: Sequence[int]):
         super().__init__(backbone)
         self.discriminator = MixRatioDiscriminator(backbone.num_features, hidden)
 
@@ -40,18 +43,18 @@ class SIAVCNet(WLIClassifier):
 @register_method("siavc", modes=VIEW_MODES, label="SIAVC",
                  description="SIAVC (TCSVT 2024), video->image: super augmentation block, cross-set augmentation",
                  config=SIAVCConfig)
-def train(data: SemiSupervisedSplit, cfg: dict, ctx: RunContext) -> Trained:
-    hp, tr = cfg["method"], cfg["train"]
-    backbone = create_backbone(cfg["model"], data.num_classes)
-    model = SIAVCNet(backbone, tuple(hp["cam"]["hidden"])).to(ctx.device)
+def train(data: SemiSupervisedSplit, cfg: RunConfig, ctx: RunContext) -> Trained:
+    hp, tr = cfg.method, cfg.train
+    backbone = create_backbone(cfg.model, data.num_classes)
+    model = SIAVCNet(backbone, hp.cam.hidden).to(ctx.device)
     probe_wli_head(model, data.labeled, ctx.device, tr)
-    batch = tr["batch_size"]
+    batch = tr.batch_size
     labeled = LabeledBatches(data.labeled, batch, ctx.seed, ctx.device)
-    unlabeled = UnlabeledBatches(data.unlabeled, batch * tr["uratio"], ctx.seed, ctx.device, hp["mode"])
-    sat = SelfAdaptiveThreshold(data.num_classes, hp["sat_momentum"], ctx.device)
-    sab = SuperAugmentationBlock(len(data.unlabeled), hp["sab"]["history"], hp["sab"]["mask_prob"],
-                                 hp["sab"]["noise_std"], backbone.patch_embed.patch_size[0], ctx.device)
-    temperature, lambda_u, lambda_f = hp["T"], hp["lambda_u"], hp["lambda_fairness"]
+    unlabeled = UnlabeledBatches(data.unlabeled, batch * tr.uratio, ctx.seed, ctx.device, hp.mode)
+    sat = SelfAdaptiveThreshold(data.num_classes, hp.sat_momentum, ctx.device)
+    sab = SuperAugmentationBlock(len(data.unlabeled), hp.sab.history, hp.sab.mask_prob, hp.sab.noise_std,
+                                 backbone.patch_embed.patch_size[0], ctx.device)
+    temperature, lambda_u, lambda_f = hp.T, hp.lambda_u, hp.lambda_fairness
 
     def step(it: int) -> dict:
         x, y = labeled(it)
@@ -62,7 +65,7 @@ def train(data: SemiSupervisedSplit, cfg: dict, ctx: RunContext) -> Trained:
         selected = sab.select(idx)
         strong = sab.augment(strong, selected, step_generator(ctx.seed, it, salt=21))
         rng = np.random.default_rng([ctx.seed, it, 22])
-        mixed = cross_set_mix(x, y, weak, probs, hp["cam"]["confidence"], hp["cam"]["alpha"], rng)
+        mixed = cross_set_mix(x, y, weak, probs, hp.cam.confidence, hp.cam.alpha, rng)
 
         logits, features = model.logits_and_features(torch.cat([x, strong, mixed.images]))
         n, n_u = len(x), len(weak)

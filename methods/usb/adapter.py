@@ -46,11 +46,13 @@ from benchmark.kit.data.types import SemiSupervisedSplit
 from benchmark.kit.errors import ConfigError
 from benchmark.kit.health import PseudoLabels
 from benchmark.kit.models import create_backbone
+from benchmark.kit.schema import RunConfig
 from benchmark.kit.training import TrainingLoop, predict_logits
 
 from ..common import LabeledBatches, UnlabeledBatches, WLIClassifier, import_semilearn, probe_wli_head
+from .config import DashConfig
 
-_OURS = ("name", "mode", "time_constants", "rho_update_every")  # keys of cfg["method"] that are not semilearn arguments
+_OURS = ("name", "mode", "time_constants", "rho_update_every")  # keys of cfg.method that are not semilearn arguments
 _STATE_TYPES = (torch.Tensor, bool, int, float, type(None))
 _ALGORITHM_STATE = ("it", "use_hard_label", "rho_init", "rho", "warmup_stage", "p_model", "label_hist", "time_p")
 
@@ -106,22 +108,25 @@ def usb_config(name: str, values: dict):
 class USBRun:
     """One run of semilearn algorithm `name` on a split; `fit()` trains it and returns the Trained."""
 
-    def __init__(self, name: str, data: SemiSupervisedSplit, cfg: dict, ctx: RunContext,
+    def __init__(self, name: str, data: SemiSupervisedSplit, cfg: RunConfig, ctx: RunContext,
                  targets: Callable[[torch.Tensor], torch.Tensor] | None = None):
         if len(data.unlabeled) == 0:
             raise ConfigError(f"{name} needs unlabeled images, and at {data.labels_percent:g}% labels there "
                               "are none; use fullysupervised for the all-labels bound")
         self.name, self.data, self.cfg, self.ctx = name, data, cfg, ctx
         self.targets = targets  # unlabeled indices -> pseudo-labels in place of semilearn's (the controls)
-        train = cfg["train"]
-        self.iterations = train["iterations"]
-        batch, uratio = train["batch_size"], train["uratio"]
+        train = cfg.train
+        self.iterations = train.iterations
+        batch, uratio = train.batch_size, train.uratio
         self.labeled = LabeledBatches(data.labeled, batch, ctx.seed, ctx.device)
-        self.unlabeled = UnlabeledBatches(data.unlabeled, batch * uratio, ctx.seed, ctx.device, cfg["method"]["mode"])
-        method = {k: v for k, v in cfg["method"].items() if k not in _OURS}
+        self.unlabeled = UnlabeledBatches(data.unlabeled, batch * uratio, ctx.seed, ctx.device, cfg.method.mode)
+        # The method's keys as semilearn reads them: the plain dict of its typed section, less ours.
+        method = {k: v for k, v in cfg.method.model_dump().items() if k not in _OURS}
         known = vars(usb_config(name, {}))  # semilearn's arguments of this algorithm, with defaults
-        # Dash: semilearn runs warmup() before train(); we run the same warm-up as the loop's first steps.
-        self.warmup = int({**known, **method}.get("num_wu_iter", 0))
+        # Dash (the one of the five with a warm-up, in semilearn and in its schema): semilearn runs warmup()
+        # before train(); we run the same warm-up as the loop's first steps.
+        dash = cfg.method if isinstance(cfg.method, DashConfig) else None
+        self.warmup = dash.num_wu_iter if dash is not None else 0
         if self.warmup >= self.iterations:
             raise ConfigError(f"method.num_wu_iter ({self.warmup}) must be smaller than train.iterations ({self.iterations})")
         ssl_iters = self.iterations - self.warmup
@@ -134,30 +139,29 @@ class USBRun:
                 raise ConfigError(f"{where}: the profile sets it for every method (train/model/data sections)")
         self.algorithm = self._build({**method, **owned})
         self.step_inputs = signature(self.algorithm.train_step).parameters  # as semilearn's process_batch filters
-        rho_every = cfg["method"].get("rho_update_every")
-        if rho_every is not None:
+        if dash is not None:
             # Dash's hook updates rho when `it % (10 * num_iter_per_epoch) == 0`: an exact fraction gives
             # the budget-scaled interval whatever it is (semilearn's integer epochs give multiples of 10).
-            self.algorithm.num_iter_per_epoch = Fraction(int(rho_every), 10)
+            self.algorithm.num_iter_per_epoch = Fraction(dash.rho_update_every, 10)
         self.model: USBNet = self.algorithm.model  # the parameters the TrainingLoop trains
         probe_wli_head(self.model, data.labeled, ctx.device, train)
 
     def _harness_args(self, ssl_iters: int, batch: int, uratio: int) -> dict:
         """The semilearn arguments the harness decides, the same for every method of a profile."""
-        data, train, dev = self.data, self.cfg["train"], self.ctx.device
+        data, train, dev = self.data, self.cfg.train, self.ctx.device
         return {
             "num_classes": data.num_classes, "num_labels": len(data.labeled),
             "lb_dest_len": len(data.labeled), "ulb_dest_len": len(data.unlabeled),
             "num_train_iter": ssl_iters, "batch_size": batch, "uratio": uratio,
-            "eval_batch_size": train["eval_batch_size"],
+            "eval_batch_size": train.eval_batch_size,
             "dataset": "mics-bench-arrays",  # unknown to semilearn: it loads no data
             "save_dir": str(self.ctx.run_dir), "save_name": "usb", "resume": False,
             "gpu": dev.index if dev.type == "cuda" else None,
             # Off while semilearn builds (its constructor then waits at barriers meant for its own data
             # loading); fit() turns them on under torchrun.
             "distributed": False, "rank": 0, "world_size": 1, "num_workers": 0,
-            "net": self.cfg["model"]["arch"], "use_pretrain": False, "pretrain_path": "",
-            "optim": "AdamW", "lr": train["lr"], "weight_decay": train["weight_decay"],
+            "net": self.cfg.model.arch, "use_pretrain": False, "pretrain_path": "",
+            "optim": "AdamW", "lr": train.lr, "weight_decay": train.weight_decay,
             "amp": False,  # TrainingLoop's autocast and GradScaler
             "ema_m": 0.0,  # semilearn's EMA never runs; TrainingLoop's EMA is the evaluated model
         }
@@ -169,10 +173,10 @@ class USBRun:
         dev = self.ctx.device
         args = usb_config(self.name, values)
 
-        model_cfg = self.cfg["model"]  # not `self`: the algorithm keeps net_builder, and a cycle back to
+        model_cfg = self.cfg.model  # not `self`: the algorithm keeps net_builder, and a cycle back to
         # this run would keep its split alive until the next full garbage collection
 
-        def net_builder(num_classes: int, **_ignored) -> USBNet:  # starting weights: cfg["model"]["init"]
+        def net_builder(num_classes: int, **_ignored) -> USBNet:  # starting weights: cfg.model.init
             return USBNet(create_backbone(model_cfg, num_classes))
 
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
@@ -211,7 +215,7 @@ class USBRun:
     @torch.no_grad()
     def validation_loss(self) -> float:
         """Mean cross-entropy on the validation split: Dash's rho_init."""
-        logits = predict_logits(self.model, self.data.val, self.ctx.device, int(self.cfg["train"]["eval_batch_size"]))
+        logits = predict_logits(self.model, self.data.val, self.ctx.device, self.cfg.train.eval_batch_size)
         return F.cross_entropy(logits, torch.as_tensor(self.data.val.labels)).item()
 
     # -- the algorithm's own state, checkpointed with the loop ------------------------------------
@@ -245,7 +249,7 @@ class USBRun:
 
     def fit(self) -> Trained:
         self._distribute()
-        loop = TrainingLoop(self.model, self.cfg["train"], self.ctx, self.data.val,
+        loop = TrainingLoop(self.model, self.cfg.train, self.ctx, self.data.val,
                             extra_state=self.state_dict, load_extra_state=self.load_state_dict)
         trained = loop.run(self.step)
         trained.info.update({"usb_algorithm": type(self.algorithm).__name__, "usb_warmup_iterations": self.warmup})

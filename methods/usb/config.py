@@ -1,4 +1,4 @@
-"""The typed keys of the USB baselines' `cfg["method"]`, declared next to their code; they reach semilearn
+"""The typed keys of the USB baselines' `cfg.method`, declared next to their code; they reach semilearn
 unchanged (`adapter.py`)."""
 from __future__ import annotations
 
