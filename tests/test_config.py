@@ -43,7 +43,8 @@ def test_every_profile_is_a_valid_delta_over_the_defaults() -> None:
         for spec in methods.list_methods():
             cfg = build_config(name, spec.name, spec.modes[0], "synthetic", 50, 0)
             method = cfg.method.model_dump()
-            assert spec.config.model_validate(method).model_dump() == method, (name, spec.name)
+            assert type(cfg.method) is spec.config, (name, spec.name)  # the family's own schema, not a bare Section
+            assert spec.config.model_validate(method).model_dump() == method, (name, spec.name)  # a record reads back
 
 
 def test_values_take_their_declared_type() -> None:

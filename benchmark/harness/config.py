@@ -15,7 +15,7 @@ from benchmark.kit.config_files import load_profile, method_config
 from benchmark.kit.errors import ConfigError, unknown_name
 from benchmark.kit.files import stable_hash
 from benchmark.kit.runtime import resolve_device
-from benchmark.kit.schema import ProfileConfig, RunConfig, checked, declared, validate
+from benchmark.kit.schema import DataConfig, ProfileConfig, RunConfig, checked, declared, validate
 
 # Keys that say where or how a run happens, not what it computes: left out of the config hash.
 _UNHASHED = ("device", "out", "progress", "runtime.device")  # dotted: `runtime.device` is where a cell runs
@@ -102,7 +102,7 @@ def config_values(
         cfg["data"]["root"] = str(data_root)
     if nbi is not None:
         cfg["data"]["nbi"] = nbi
-        validate_config(cfg, "--nbi")
+        checked(DataConfig, cfg["data"], "--nbi", prefix="data")  # a bad --nbi is named as such, not as a --set
     return cfg
 
 

@@ -13,7 +13,6 @@ gets the figures of each; the measured run's config comes from its `Cost.shorten
 """
 from __future__ import annotations
 
-import copy
 import math
 import os
 import tempfile
@@ -151,7 +150,7 @@ def measure_cell_overhead(supervised: tuple[RunConfig, float], device: torch.dev
     runner's split, files, record and results table (`cell_overhead_s`); and what the first cell of a
     process pays once more (`first_cell_extra_s`: TensorBoard's import, ...). From one tiny cell of the
     reference method (`methods.registry.REFERENCE`), trained bare-handed, then through `run_cell`, each twice."""
-    cfg, labels = copy.deepcopy(supervised[0]), supervised[1]
+    cfg, labels = supervised[0].model_copy(deep=True), supervised[1]
     cfg.train.iterations = cfg.train.eval_every = 2
     split = split_for(cfg, labels)
     spec = methods.get_method(REFERENCE)
@@ -196,7 +195,7 @@ def measure(profile: str, pairs: list[Pair], configs: dict[Pair, tuple[RunConfig
                     "dataset": configs[SUPERVISED][0].data.name, "steps": steps, "load_avg_before": load_average(),
                     "fixed_s": fixed_s, "settings": step_settings(configs[SUPERVISED][0]), "methods": {}}
     splits: dict[float, SemiSupervisedSplit] = {}
-    train_cfgs: dict[str, dict] = {}
+    train_cfgs: dict[str, RunConfig] = {}
     with tempfile.TemporaryDirectory(prefix="mics-bench-perf-") as tmp:
         workdir = Path(tmp)
         for name, mode in pairs:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 import yaml
 
 from benchmark.kit.errors import ConfigError, unknown_name
-from benchmark.kit.schema import ProfileConfig, validate
+from benchmark.kit.schema import ProfileConfig, checked
 
 if TYPE_CHECKING:
     from importlib.resources.abc import Traversable
@@ -83,17 +83,18 @@ def profile_names() -> list[str]:
     return _names("profiles")
 
 
-def load_profile(name: str) -> dict:
-    """Every profile key: the schema's defaults with the profile's YAML laid over them, checked."""
+def profile_config(name: str) -> ProfileConfig:
+    """Every profile key: the schema's defaults with the profile's YAML laid over them, checked, as the typed
+    sections every floor reads (`.data.name`, `.train.lr`)."""
     file = config_file("profiles", f"{name}.yaml")
     if file is None:
         raise unknown_name("profile", name, profile_names())
-    return validate(ProfileConfig, _read_yaml(file), source=str(file))
+    return checked(ProfileConfig, _read_yaml(file), source=str(file))
 
 
-def profile_config(name: str) -> ProfileConfig:
-    """`load_profile(name)` as the typed sections every floor reads (`.data.name`, `.train.lr`)."""
-    return ProfileConfig.model_validate(load_profile(name))
+def load_profile(name: str) -> dict:
+    """`profile_config(name)` as plain nested dicts, for laying a method's values and `--set` overrides over it."""
+    return profile_config(name).model_dump()
 
 
 def method_config(method: str, profile: str) -> tuple[dict, str]:
