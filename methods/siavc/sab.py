@@ -70,14 +70,12 @@ class SuperAugmentationBlock:
     def augment(self, x: torch.Tensor, selected: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """x: normalised (n, 3, H, W); the selected images get patch masking, noise and clipping."""
         n, _, h, w = x.shape
-        p = self.patch
         mean, std = normalisation(x.device)
-        keep = (torch.rand(n, 1, h // p, w // p, generator=generator) >= self.mask_prob).to(x.device)  # (n, 1, h/p, w/p)
-        noise = torch.randn(x.shape, generator=_generator_on(x.device, generator), device=x.device).mul_(self.noise_std)
-        # ((pixels * keep + noise) clipped, normalised again), in one buffer: the same operations in the same order
-        heavy = (x * std).add_(mean).mul_(255.0)  # pixels
-        heavy.view(n, 3, h // p, p, w // p, p).mul_(keep[:, :, :, None, :, None])  # each patch kept or blacked out
-        heavy.add_(noise).clamp_(0.0, 255.0).div_(255.0).sub_(mean).div_(std)
+        pixels = (x * std + mean) * 255.0
+        keep = (torch.rand(n, 1, h // self.patch, w // self.patch, generator=generator) >= self.mask_prob).to(x.device)
+        keep = keep.repeat_interleave(self.patch, 2).repeat_interleave(self.patch, 3)
+        noise = torch.randn(x.shape, generator=_generator_on(x.device, generator), device=x.device) * self.noise_std
+        heavy = ((pixels * keep + noise).clamp(0.0, 255.0) / 255.0 - mean) / std
         return torch.where(selected[:, None, None, None], heavy, x)
 
     def state_dict(self) -> dict:
