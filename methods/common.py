@@ -6,6 +6,9 @@ import itertools
 import random
 import time
 import warnings
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Generic, TypeVar
 
 import numpy as np
 import torch
@@ -21,6 +24,8 @@ from benchmark.kit.schema import TrainConfig
 
 from .augmenter import Augmenter, WorkerLost
 from .augmenter import augmenter as start_augmenter
+
+T = TypeVar("T")
 
 
 class WLIClassifier(nn.Module):
@@ -177,6 +182,44 @@ def augmenter_fits(device: torch.device) -> bool:
     one cell per core, the next slot's, and its start-up and hand-overs cost more than making the strong
     sources in line (docs/perf.md)."""
     return torch.device(device).type == "cuda" or spare_cores() > 0
+
+
+def made_ahead_fits(device: torch.device) -> bool:
+    """Whether `MadeAhead` has a core for its thread: on the CPU, one the step's torch threads leave free. (On
+    a GPU the draws it is for are made on the device, queued without waiting.)"""
+    return torch.device(device).type == "cpu" and spare_cores() > 0
+
+
+class MadeAhead(Generic[T]):
+    """`make(it)`, a function of the step alone (its seeded draws), for step `it`; on the CPU, when a core
+    is spare (`spare_cores`), step `it + 1`'s is made on a thread while step `it` trains (torch releases the
+    interpreter lock inside its ops), so the value is the same made ahead or in line. `close()` ends the
+    thread; a value asked for out of order (a resumed run's first step) is made in line, after the one in the
+    making, so `make` never runs twice at once."""
+
+    def __init__(self, make: Callable[[int], T], device: torch.device):
+        self.make = make
+        self._thread = None
+        if made_ahead_fits(device):
+            self._thread = ThreadPoolExecutor(1, thread_name_prefix="made-ahead", initializer=torch.set_num_threads,
+                                              initargs=(torch.get_num_threads(),))
+        self._next: tuple[int, Future] | None = None
+
+    def __call__(self, it: int) -> T:
+        if self._next is None:
+            value = self.make(it)
+        else:
+            step, making = self._next
+            made = making.result()  # waited for even when it is another step's: one `make` at a time
+            value = made if step == it else self.make(it)
+        if self._thread is not None:
+            self._next = (it + 1, self._thread.submit(self.make, it + 1))
+        return value
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self._thread.shutdown(cancel_futures=True)
+            self._thread, self._next = None, None
 
 
 def augmenter(restart: bool = False) -> Augmenter:

@@ -342,7 +342,7 @@ def test_sab_draws_its_noise_where_the_images_are_from_the_steps_generator():
 
     sab = SuperAugmentationBlock(4, 3, mask_prob=0.5, noise_std=8.0, patch=2, device=torch.device("cpu"))
     x = torch.zeros(2, 3, 4, 4)
-    got = sab.augment(x, torch.tensor([True, False]), torch.Generator().manual_seed(5))
+    got = sab.augment(x, torch.tensor([True, False]), sab.draw(x.shape, torch.Generator().manual_seed(5), x.device))
     g = torch.Generator().manual_seed(5)  # the same draws in the same order: the mask, then the noise
     keep = (torch.rand(2, 1, 2, 2, generator=g) >= 0.5).repeat_interleave(2, 2).repeat_interleave(2, 3)
     mean, std = torch.tensor(MEAN).view(1, 3, 1, 1), torch.tensor(STD).view(1, 3, 1, 1)

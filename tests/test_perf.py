@@ -143,6 +143,26 @@ def test_strong_views_made_ahead_are_those_made_on_demand(worker: bool, monkeypa
             assert torch.equal(got, want)
 
 
+@pytest.mark.parametrize("spare", [0, 1])
+def test_values_made_ahead_are_those_made_in_line(spare: int, monkeypatch) -> None:
+    """`MadeAhead` makes step it + 1's value on a thread when a core is spare: asked for in order or not, each
+    step's value is `make(step)`'s, and `close()` ends the thread."""
+    import threading
+
+    from methods import common
+
+    monkeypatch.setattr(common, "spare_cores", lambda: spare)
+    def make(it: int) -> torch.Tensor:
+        return torch.randn(4, 8, generator=step_generator(0, it, salt=21))
+
+    ahead = common.MadeAhead(make, torch.device("cpu"))
+    assert (ahead._thread is not None) == bool(spare)
+    for it in (0, 1, 2, 5, 6, 3):
+        assert torch.equal(ahead(it), make(it))
+    ahead.close()
+    assert not [t for t in threading.enumerate() if t.name.startswith("made-ahead")]
+
+
 def test_a_lost_augmenter_is_replaced_and_the_views_stay_the_same(monkeypatch) -> None:
     """The worker process killed between two steps (out of memory, say): the batch it owed is made in line,
     a new worker takes over, and every view is the one a run without a worker sees."""

@@ -9,6 +9,8 @@ patches (the tokens a ViT sees, as frames are the units of a clip): each patch i
 probability `mask_prob`, then every pixel gets N(0, noise_std^2) noise and is clipped to [0, 255]."""
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 
 from benchmark.kit.data.loaders import normalisation
@@ -43,6 +45,11 @@ def _generator_on(device: torch.device, generator: torch.Generator) -> torch.Gen
     return torch.Generator(device).manual_seed(int(torch.randint(2**63 - 1, (), generator=generator)))
 
 
+class Reaugmentation(NamedTuple):
+    keep: torch.Tensor  # (n, 1, H, W): 1.0 on the pixels of the patches that stay, else 0.0
+    noise: torch.Tensor  # (n, 3, H, W): N(0, noise_std^2) on the 0-255 pixel scale
+
+
 class SuperAugmentationBlock:
     """Per-sample loss histories (the last `history` losses of each unlabeled sample) and the
     re-augmentation they trigger."""
@@ -67,15 +74,20 @@ class SuperAugmentationBlock:
         self.losses[idx, self.counts[idx] % self.losses.shape[1]] = losses.detach().float()
         self.counts[idx] += 1
 
-    def augment(self, x: torch.Tensor, selected: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """x: normalised (n, 3, H, W); the selected images get patch masking, noise and clipping."""
-        n, _, h, w = x.shape
+    def draw(self, shape: torch.Size, generator: torch.Generator, device: torch.device) -> Reaugmentation:
+        """The random part of a step's re-augmentation of images of `shape` (n, 3, H, W): which patches stay,
+        and the noise. A function of `generator` alone (the step's), so it can be made before the step."""
+        n, _, h, w = shape
+        keep = (torch.rand(n, 1, h // self.patch, w // self.patch, generator=generator) >= self.mask_prob).to(device)
+        keep = keep.repeat_interleave(self.patch, 2).repeat_interleave(self.patch, 3).float()
+        noise = torch.randn(shape, generator=_generator_on(device, generator), device=device) * self.noise_std
+        return Reaugmentation(keep, noise)
+
+    def augment(self, x: torch.Tensor, selected: torch.Tensor, drawn: Reaugmentation) -> torch.Tensor:
+        """x: normalised (n, 3, H, W); the selected images get `drawn`'s patch masking and noise, and clipping."""
         mean, std = normalisation(x.device)
-        pixels = (x * std + mean) * 255.0
-        keep = (torch.rand(n, 1, h // self.patch, w // self.patch, generator=generator) >= self.mask_prob).to(x.device)
-        keep = keep.repeat_interleave(self.patch, 2).repeat_interleave(self.patch, 3)
-        noise = torch.randn(x.shape, generator=_generator_on(x.device, generator), device=x.device) * self.noise_std
-        heavy = ((pixels * keep + noise).clamp(0.0, 255.0) / 255.0 - mean) / std
+        heavy = x * std  # then in place: ((x * std + mean) * 255 * keep + noise) clipped, normalised again
+        heavy.add_(mean).mul_(255.0).mul_(drawn.keep).add_(drawn.noise).clamp_(0.0, 255.0).div_(255.0).sub_(mean).div_(std)
         return torch.where(selected[:, None, None, None], heavy, x)
 
     def state_dict(self) -> dict:

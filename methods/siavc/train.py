@@ -20,7 +20,7 @@ from benchmark.kit.models import create_backbone
 from benchmark.kit.schema import RunConfig
 from benchmark.kit.training import TrainingLoop
 
-from ..common import LabeledBatches, UnlabeledBatches, WLIClassifier, probe_wli_head
+from ..common import LabeledBatches, MadeAhead, UnlabeledBatches, WLIClassifier, probe_wli_head
 from ..registry import register_method
 from .cam import MixRatioDiscriminator, cross_set_loss, cross_set_mix
 from .config import SIAVCConfig
@@ -54,6 +54,8 @@ def train(data: SemiSupervisedSplit, cfg: RunConfig, ctx: RunContext) -> Trained
     sat = SelfAdaptiveThreshold(data.num_classes, hp.sat_momentum, ctx.device)
     sab = SuperAugmentationBlock(len(data.unlabeled), hp.sab.history, hp.sab.mask_prob, hp.sab.noise_std,
                                  backbone.patch_embed.patch_size[0], ctx.device)
+    strong_shape = torch.Size((len(unlabeled.stream.indices(0)), 3, *data.unlabeled.wli.shape[1:3]))
+    drawn = MadeAhead(lambda it: sab.draw(strong_shape, step_generator(ctx.seed, it, salt=21), ctx.device), ctx.device)
     temperature, lambda_u, lambda_f = hp.T, hp.lambda_u, hp.lambda_fairness
 
     def step(it: int) -> dict:
@@ -63,7 +65,7 @@ def train(data: SemiSupervisedSplit, cfg: RunConfig, ctx: RunContext) -> Trained
             probs = (model(weak) / temperature).softmax(1)
         mask, pseudo = sat(probs)
         selected = sab.select(idx)
-        strong = sab.augment(strong, selected, step_generator(ctx.seed, it, salt=21))
+        strong = sab.augment(strong, selected, drawn(it))
         rng = np.random.default_rng([ctx.seed, it, 22])
         mixed = cross_set_mix(x, y, weak, probs, hp.cam.confidence, hp.cam.alpha, rng)
 
@@ -88,4 +90,7 @@ def train(data: SemiSupervisedSplit, cfg: RunConfig, ctx: RunContext) -> Trained
         sat.load_state_dict(state["sat"])
         sab.load_state_dict(state["sab"])
 
-    return TrainingLoop(model, tr, ctx, data.val, extra_state=save_state, load_extra_state=load_state).run(step)
+    try:
+        return TrainingLoop(model, tr, ctx, data.val, extra_state=save_state, load_extra_state=load_state).run(step)
+    finally:
+        drawn.close()
