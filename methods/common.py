@@ -184,23 +184,18 @@ def augmenter_fits(device: torch.device) -> bool:
     return torch.device(device).type == "cuda" or spare_cores() > 0
 
 
-def made_ahead_fits(device: torch.device) -> bool:
-    """Whether `MadeAhead` has a core for its thread: on the CPU, one the step's torch threads leave free. (On
-    a GPU the draws it is for are made on the device, queued without waiting.)"""
-    return torch.device(device).type == "cpu" and spare_cores() > 0
-
-
 class MadeAhead(Generic[T]):
     """`make(it)`, a function of the step alone (its seeded draws), for step `it`; on the CPU, when a core
-    is spare (`spare_cores`), step `it + 1`'s is made on a thread while step `it` trains (torch releases the
-    interpreter lock inside its ops), so the value is the same made ahead or in line. `close()` ends the
-    thread; a value asked for out of order (a resumed run's first step) is made in line, after the one in the
-    making, so `make` never runs twice at once."""
+    is spare (`spare_cores`, as for the RandAugment worker), step `it + 1`'s is made on a thread while step `it`
+    trains (torch releases the interpreter lock inside its ops), so the value is the same made ahead or in line.
+    On a GPU it starts no thread: a step's draws there are queued on the device without waiting. `close()`
+    ends the thread; a value asked for out of order is made in line, after the one in the making, so `make`
+    never runs twice at once."""
 
     def __init__(self, make: Callable[[int], T], device: torch.device):
         self.make = make
         self._thread = None
-        if made_ahead_fits(device):
+        if torch.device(device).type == "cpu" and spare_cores() > 0:
             self._thread = ThreadPoolExecutor(1, thread_name_prefix="made-ahead", initializer=torch.set_num_threads,
                                               initargs=(torch.get_num_threads(),))
         self._next: tuple[int, Future] | None = None

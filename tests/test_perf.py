@@ -152,6 +152,7 @@ def test_values_made_ahead_are_those_made_in_line(spare: int, monkeypatch) -> No
     from methods import common
 
     monkeypatch.setattr(common, "spare_cores", lambda: spare)
+
     def make(it: int) -> torch.Tensor:
         return torch.randn(4, 8, generator=step_generator(0, it, salt=21))
 
