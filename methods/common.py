@@ -6,14 +6,12 @@ import itertools
 import random
 import time
 import warnings
-from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Generic, TypeVar
 
 import numpy as np
 import torch
 from torch import nn
 
+from benchmark.kit.ahead import MadeAhead
 from benchmark.kit.contract import VIEW_MODES, Batch
 from benchmark.kit.data.loaders import BatchStream, step_generator, to_tensor, weak_augment
 from benchmark.kit.data.types import PairedArrays
@@ -24,8 +22,6 @@ from benchmark.kit.schema import TrainConfig
 
 from .augmenter import Augmenter, WorkerLost
 from .augmenter import augmenter as start_augmenter
-
-T = TypeVar("T")
 
 
 class WLIClassifier(nn.Module):
@@ -68,14 +64,19 @@ def stage_cfg(train_cfg: TrainConfig, iterations: int, reference: int, **changes
 
 
 class LabeledBatches:
-    """Weakly augmented labeled WLI batches; batch `it` depends only on (seed, it). Under torchrun,
-    this process's share of the global batch (`benchmark.kit.distributed`)."""
+    """Weakly augmented labeled WLI batches; batch `it` depends only on (seed, it), so it is made a step
+    ahead where a core is spare (`benchmark.kit.ahead`). Under torchrun, this process's share of the global
+    batch (`benchmark.kit.distributed`)."""
 
     def __init__(self, part: PairedArrays, batch_size: int, seed: int, device: torch.device):
         self.part, self.device, self.seed = part, device, seed
         self.stream = BatchStream(len(part), batch_size, seed, salt=1)
+        self.made = MadeAhead(self.batch, device)
 
     def __call__(self, it: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.made(it)
+
+    def batch(self, it: int) -> tuple[torch.Tensor, torch.Tensor]:
         idx = self.stream.indices(it)
         x = weak_augment(to_tensor(self.part.wli[idx], self.device), step_generator(self.seed, it, salt=1))
         return x, torch.as_tensor(self.part.labels[idx], device=self.device)
@@ -83,15 +84,19 @@ class LabeledBatches:
 
 class PairedBatches:
     """Shuffled (WLI, NBI[, label]) batches. Both images of a pair get the same flip and crop, so
-    their patches stay registered for the cross-attention; batch `it` depends only on (seed, it).
-    Under torchrun, this process's share of the global batch."""
+    their patches stay registered for the cross-attention; batch `it` depends only on (seed, it), and is
+    made a step ahead where a core is spare. Under torchrun, this process's share of the global batch."""
 
     def __init__(self, wli: np.ndarray, nbi: np.ndarray, labels: np.ndarray | None, batch_size: int,
                  seed: int, device: torch.device, salt: int):
         self.wli, self.nbi, self.labels, self.seed, self.device, self.salt = wli, nbi, labels, seed, device, salt
         self.stream = BatchStream(len(wli), batch_size, seed, salt)
+        self.made = MadeAhead(self.batch, device)
 
     def __call__(self, it: int) -> tuple[torch.Tensor, ...]:
+        return self.made(it)
+
+    def batch(self, it: int) -> tuple[torch.Tensor, ...]:
         idx = self.stream.indices(it)
         views = tuple(weak_augment(to_tensor(images[idx], self.device), step_generator(self.seed, it, self.salt))
                       for images in (self.wli, self.nbi))
@@ -118,7 +123,8 @@ class UnlabeledBatches:
     lock the training step needs). Each batch's RandAugment seeds the generators it draws from with
     (seed, it), so batch it is the same wherever and in whatever order it is made: a resumed run
     gets exactly the views of an uninterrupted one. Until the worker is ready (it starts a fresh interpreter,
-    which takes seconds), batches are made in line; after, a batch asked for is waited for.
+    which takes seconds), strong sources are made in this process; after, a batch asked for is waited for. The rest of a
+    batch (its weak view, the crops of its strong view) is made a step ahead where a core is spare.
     """
 
     AHEAD = 2  # batches whose strong sources are in the making at once
@@ -128,8 +134,9 @@ class UnlabeledBatches:
             raise ValueError(f"unlabeled views exist for modes {VIEW_MODES}, not {mode!r}")
         self.part, self.device, self.seed, self.mode = part, device, seed, mode
         self.stream = BatchStream(len(part), batch_size, seed, salt=2)
-        self._made_ahead = mode == "single" and augmenter_fits(device)  # decided once per run, not per step
+        self._from_worker = mode == "single" and augmenter_fits(device)  # decided once per run, not per step
         self._stream_id = next(_STREAM_IDS)  # names this stream's requests to the worker
+        self.made = MadeAhead(self.batch, device)
 
     def _randaugment_seeds(self, it: int) -> tuple[int, int]:
         py_seed, np_seed = np.random.SeedSequence([self.seed, it, 3]).generate_state(2)
@@ -159,6 +166,9 @@ class UnlabeledBatches:
         return self.strong_source(everything, it) if source is None else source
 
     def __call__(self, it: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.made(it)
+
+    def batch(self, it: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(weak (n, 3, H, W), strong (n, 3, H, W), dataset-local indices (n,)): this process's share.
 
         RandAugment draws one random stream per global batch, image after image, so under torchrun
@@ -167,7 +177,7 @@ class UnlabeledBatches:
         everything = self.stream.global_indices(it)
         idx = shard_rows(everything)
         weak = weak_augment(to_tensor(self.part.wli[idx], self.device), step_generator(self.seed, it, salt=2))
-        if self._made_ahead:
+        if self._from_worker:
             source = self._strong_source_ahead(everything, it)
         else:
             source = self.strong_source(everything, it)
@@ -182,39 +192,6 @@ def augmenter_fits(device: torch.device) -> bool:
     one cell per core, the next slot's, and its start-up and hand-overs cost more than making the strong
     sources in line (docs/perf.md)."""
     return torch.device(device).type == "cuda" or spare_cores() > 0
-
-
-class MadeAhead(Generic[T]):
-    """`make(it)`, a function of the step alone (its seeded draws), for step `it`; on the CPU, when a core
-    is spare (`spare_cores`, as for the RandAugment worker), step `it + 1`'s is made on a thread while step `it`
-    trains (torch releases the interpreter lock inside its ops), so the value is the same made ahead or in line.
-    On a GPU it starts no thread: a step's draws there are queued on the device without waiting. `close()`
-    ends the thread; a value asked for out of order is made in line, after the one in the making, so `make`
-    never runs twice at once."""
-
-    def __init__(self, make: Callable[[int], T], device: torch.device):
-        self.make = make
-        self._thread = None
-        if torch.device(device).type == "cpu" and spare_cores() > 0:
-            self._thread = ThreadPoolExecutor(1, thread_name_prefix="made-ahead", initializer=torch.set_num_threads,
-                                              initargs=(torch.get_num_threads(),))
-        self._next: tuple[int, Future] | None = None
-
-    def __call__(self, it: int) -> T:
-        if self._next is None:
-            value = self.make(it)
-        else:
-            step, making = self._next
-            made = making.result()  # waited for even when it is another step's: one `make` at a time
-            value = made if step == it else self.make(it)
-        if self._thread is not None:
-            self._next = (it + 1, self._thread.submit(self.make, it + 1))
-        return value
-
-    def close(self) -> None:
-        if self._thread is not None:
-            self._thread.shutdown(cancel_futures=True)
-            self._thread, self._next = None, None
 
 
 def augmenter(restart: bool = False) -> Augmenter:

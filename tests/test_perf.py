@@ -116,15 +116,18 @@ def test_weak_augment_is_pad_crop_flip(shape) -> None:
 
 
 @pytest.mark.parametrize("worker", [True, False])
-def test_strong_views_made_ahead_are_those_made_on_demand(worker: bool, monkeypatch) -> None:
+@pytest.mark.parametrize("spare", [0, 1])
+def test_strong_views_made_ahead_are_those_made_on_demand(worker: bool, spare: int, monkeypatch) -> None:
     """Single mode makes the next batches' strong sources in a worker process (when a core is free for
-    it): a run resumed at any step, or batches asked for in any order, must see the same views, with
-    or without the worker."""
+    it), and the next batch on a thread (`benchmark.kit.ahead`): a run resumed at any step, or batches asked
+    for in any order, must see the same views, with or without either."""
+    from benchmark.kit import ahead
     from benchmark.kit.data.types import PairedArrays
     from methods import common
     from methods.common import UnlabeledBatches
 
     monkeypatch.setattr(common, "augmenter_fits", lambda device: worker)
+    monkeypatch.setattr(ahead, "spare_cores", lambda: spare)
     if worker:
         common.warm_augmenter()  # requests are sent once the worker is past its start-up
 
@@ -134,9 +137,10 @@ def test_strong_views_made_ahead_are_those_made_on_demand(worker: bool, monkeypa
                         labels=np.full(20, -1), index=np.arange(20))
     in_order = UnlabeledBatches(part, 8, 0, torch.device("cpu"), "single")
     expected = [in_order(it) for it in range(5)]
-    assert in_order._made_ahead == worker
-    if worker:  # the next batches are in the making
-        assert all(common.augmenter().asked((in_order._stream_id, k)) for k in (5, 6))
+    ahead.settle()
+    assert in_order._from_worker == worker and in_order.made.ahead == bool(spare)
+    if worker:  # the next batches' sources are in the making (one batch further on when batch 5 is made)
+        assert all(common.augmenter().asked((in_order._stream_id, k)) for k in (6, 7) if spare or k < 7)
     resumed = UnlabeledBatches(part, 8, 0, torch.device("cpu"), "single")
     for it in (3, 4, 1, 2, 0):
         for got, want in zip(resumed(it), expected[it]):
@@ -145,23 +149,57 @@ def test_strong_views_made_ahead_are_those_made_on_demand(worker: bool, monkeypa
 
 @pytest.mark.parametrize("spare", [0, 1])
 def test_values_made_ahead_are_those_made_in_line(spare: int, monkeypatch) -> None:
-    """`MadeAhead` makes step it + 1's value on a thread when a core is spare: asked for in order or not, each
-    step's value is `make(step)`'s, and `close()` ends the thread."""
+    """`MadeAhead` makes step it + 1's value on the process's thread when a core is spare: asked for in order or
+    not, each step's value is `make(step)`'s, and `settle()` returns once nothing is in the making."""
     import threading
+    import time
 
-    from methods import common
+    from benchmark.kit import ahead
 
-    monkeypatch.setattr(common, "spare_cores", lambda: spare)
+    monkeypatch.setattr(ahead, "spare_cores", lambda: spare)
+    made = []  # (step, the thread that made it), in the order made
 
-    def make(it: int) -> torch.Tensor:
+    def value(it: int) -> torch.Tensor:
         return torch.randn(4, 8, generator=step_generator(0, it, salt=21))
 
-    ahead = common.MadeAhead(make, torch.device("cpu"))
-    assert (ahead._thread is not None) == bool(spare)
+    def make(it: int) -> torch.Tensor:
+        time.sleep(0.01)
+        made.append((it, threading.current_thread().name))
+        return value(it)
+
+    values = ahead.MadeAhead(make, torch.device("cpu"))
+    assert values.ahead == bool(spare)
     for it in (0, 1, 2, 5, 6, 3):
-        assert torch.equal(ahead(it), make(it))
-    ahead.close()
-    assert not [t for t in threading.enumerate() if t.name.startswith("made-ahead")]
+        assert torch.equal(values(it), value(it))
+    ahead.settle()
+    if spare:  # each asked-for step's successor made ahead, the unused ones (3, 7) too; 4 finished by `settle`
+        assert [it for it, _ in made] == [0, 1, 2, 3, 5, 6, 7, 3, 4]
+        assert all(name.startswith("made-ahead") for _, name in made)
+    else:
+        assert made == [(it, "MainThread") for it in (0, 1, 2, 5, 6, 3)]
+
+
+def test_batch_streams_made_ahead_are_those_made_in_line(monkeypatch) -> None:
+    """Labeled, paired and unlabeled batches, made a step ahead on the thread, are the batches made in line."""
+    from benchmark.kit import ahead
+    from benchmark.kit.data.types import PairedArrays
+    from methods.common import LabeledBatches, PairedBatches, UnlabeledBatches
+
+    rng = np.random.default_rng(4)
+    part = PairedArrays(wli=rng.integers(0, 256, (20, 16, 16, 3), dtype=np.uint8),
+                        nbi=rng.integers(0, 256, (20, 16, 16, 3), dtype=np.uint8),
+                        labels=rng.integers(0, 3, 20), index=np.arange(20))
+    cpu = torch.device("cpu")
+    streams = {}
+    for spare in (0, 1):
+        monkeypatch.setattr(ahead, "spare_cores", lambda: spare)
+        streams[spare] = [LabeledBatches(part, 4, 0, cpu), UnlabeledBatches(part, 8, 0, cpu, "multi"),
+                          PairedBatches(part.wli, part.nbi, part.labels, 4, 0, cpu, salt=5)]
+    assert not any(s.made.ahead for s in streams[0]) and all(s.made.ahead for s in streams[1])
+    for it in (0, 1, 2, 4, 3, 5):
+        for in_line, made_ahead in zip(streams[0], streams[1]):
+            for want, got in zip(in_line(it), made_ahead(it)):
+                assert torch.equal(want, got), (type(in_line).__name__, it)
 
 
 def test_a_lost_augmenter_is_replaced_and_the_views_stay_the_same(monkeypatch) -> None:

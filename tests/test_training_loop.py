@@ -140,3 +140,37 @@ def test_weight_average_is_torchs_ema_to_the_bit_and_checkpoints_alike():
     resumed = WeightAverage(model, 0.9)
     resumed.load_state_dict(torchs.state_dict())
     assert resumed.n_averaged == 4 and torch.equal(resumed.module[0].weight, torchs.module[0].weight)
+
+
+@pytest.mark.parametrize("crash_at", [None, 6])
+def test_a_loop_returns_with_nothing_made_ahead_for_it_still_in_the_making(tmp_path, monkeypatch, crash_at):
+    """The last step's successor is made ahead on the thread (`benchmark.kit.ahead`); the loop, finished or
+    interrupted, returns only once it is made, so nothing of one run runs beside the next."""
+    import time
+
+    from benchmark.kit import ahead
+
+    monkeypatch.setattr(ahead, "spare_cores", lambda: 1)
+    successor = crash_at + 1 if crash_at is not None else TRAIN.iterations
+    made = []
+
+    def make(it: int) -> int:
+        time.sleep(0.3 if it == successor else 0.0)
+        made.append(it)
+        return it
+
+    batches = ahead.MadeAhead(make, torch.device("cpu"))
+    model = Tiny()
+    step = _step(model, crash_at)
+
+    def step_with_batches(it):
+        assert batches(it) == it
+        return step(it)
+
+    loop = TrainingLoop(model, TRAIN, _ctx(tmp_path), _val())
+    if crash_at is None:
+        loop.run(step_with_batches)
+    else:
+        with pytest.raises(KeyboardInterrupt):
+            loop.run(step_with_batches)
+    assert made[-1] == successor

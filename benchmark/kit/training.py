@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from benchmark.kit import distributed
+from benchmark.kit.ahead import settle
 from benchmark.kit.contract import RunContext, Trained
 from benchmark.kit.data.loaders import eval_batches
 from benchmark.kit.data.types import PairedArrays
@@ -321,6 +322,12 @@ class TrainingLoop:
             self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in self.eval_model.state_dict().items()}
 
     def run(self, step_fn: StepFn) -> Trained:
+        try:
+            return self._run(step_fn)
+        finally:
+            settle()  # nothing made ahead for this loop still in the making (`benchmark.kit.ahead`)
+
+    def _run(self, step_fn: StepFn) -> Trained:
         self._resume()
         self.ctx.advance(self.name, self.start, self.iterations)
         self.model.train()

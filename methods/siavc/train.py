@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from benchmark.kit.ahead import MadeAhead
 from benchmark.kit.contract import VIEW_MODES, RunContext, Trained
 from benchmark.kit.data.loaders import step_generator
 from benchmark.kit.data.types import SemiSupervisedSplit
@@ -20,7 +21,7 @@ from benchmark.kit.models import create_backbone
 from benchmark.kit.schema import RunConfig
 from benchmark.kit.training import TrainingLoop
 
-from ..common import LabeledBatches, MadeAhead, UnlabeledBatches, WLIClassifier, probe_wli_head
+from ..common import LabeledBatches, UnlabeledBatches, WLIClassifier, probe_wli_head
 from ..registry import register_method
 from .cam import MixRatioDiscriminator, cross_set_loss, cross_set_mix
 from .config import SIAVCConfig
@@ -90,7 +91,4 @@ def train(data: SemiSupervisedSplit, cfg: RunConfig, ctx: RunContext) -> Trained
         sat.load_state_dict(state["sat"])
         sab.load_state_dict(state["sab"])
 
-    try:
-        return TrainingLoop(model, tr, ctx, data.val, extra_state=save_state, load_extra_state=load_state).run(step)
-    finally:
-        drawn.close()
+    return TrainingLoop(model, tr, ctx, data.val, extra_state=save_state, load_extra_state=load_state).run(step)
