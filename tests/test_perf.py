@@ -348,6 +348,29 @@ def test_the_augmenter_takes_a_spare_core_only(monkeypatch) -> None:
         runtime.share_cores(1)
 
 
+def test_the_bare_loop_computes_a_loss_on_scores_only() -> None:
+    """A method's piecewise pass (tokens through one call, then scores through another): the replay computes
+    cross-entropy on the (N, C) scores and gives the tokens the gradient of their mean, computing no loss on
+    them, as a plain loop through the same calls would add none."""
+    from torch import nn
+
+    from benchmark.harness.bareloop import BareLoop
+    from benchmark.harness.timing import CallRecorder
+
+    torch.manual_seed(0)
+    tokens, head = nn.Linear(4, 6), nn.Linear(6, 3)
+    x = torch.randn(5, 7, 4)
+    with CallRecorder() as recorder:
+        head(tokens(x).mean(1))
+    calls = recorder.calls
+    expected = [torch.autograd.grad(tokens(x).mean(), tokens.weight)[0],
+                torch.autograd.grad(nn.functional.cross_entropy(head(calls[1].args[0]), torch.zeros(5, dtype=torch.long)),
+                                    head.weight)[0]]
+    BareLoop(calls, lr=0.1, amp=False, device=torch.device("cpu")).step()
+    for module, want in zip((tokens, head), expected):
+        assert torch.allclose(module.weight.grad, want, atol=1e-7)
+
+
 def test_a_model_call_through_distribute_is_one_module_call_the_bare_loop_replays() -> None:
     """`ctx.distribute(model, "forward_loss")` is a module call in one process as under torchrun: the bare loop
     replays the method's whole forward pass, its loss arithmetic outside any submodule included, as a plain

@@ -34,9 +34,11 @@ def _tensors(value: Any) -> Iterator[torch.Tensor]:
 
 
 class BareLoop:
-    """The recorded calls on their recorded inputs, a cross-entropy loss on every output that carries a
-    gradient (the mean square for outputs that are not (N, C) scores), backward and an AdamW step over
-    the parameters those calls reach: what a plain PyTorch loop would do with the same networks."""
+    """The recorded calls on their recorded inputs, a cross-entropy loss on every (N, C) output that carries a
+    gradient, backward and an AdamW step over the parameters those calls reach: what a plain PyTorch loop would
+    do with the same networks. Another output with a gradient (a scalar loss a model computes itself, the
+    features or tokens one call of a method's piecewise pass hands the next) gets the gradient of its mean, given
+    rather than computed: a plain loop computes no loss on them, so neither does the replay."""
 
     def __init__(self, calls: list[ModuleCall], lr: float, amp: bool, device: torch.device):
         self.calls, self.amp, self.device = calls, amp, device
@@ -46,27 +48,37 @@ class BareLoop:
         self.optimizer = torch.optim.AdamW(params.values(), lr=lr)
         self.scaler = torch.amp.GradScaler(device.type, enabled=amp)
         self._targets: dict[int, torch.Tensor] = {}
+        self._mean_grads: dict[tuple, torch.Tensor] = {}
 
     def images(self) -> int:
         return sum(c.images() for c in self.calls)
 
-    def _loss(self, out: torch.Tensor) -> torch.Tensor:
-        if out.dim() == 2:
-            n = out.shape[0]
-            if n not in self._targets:
-                self._targets[n] = torch.zeros(n, dtype=torch.long, device=out.device)
-            return F.cross_entropy(out.float(), self._targets[n])
-        return out.float().square().mean()
+    def _loss(self, scores: torch.Tensor) -> torch.Tensor:
+        n = scores.shape[0]
+        if n not in self._targets:
+            self._targets[n] = torch.zeros(n, dtype=torch.long, device=scores.device)
+        return F.cross_entropy(scores.float(), self._targets[n])
+
+    def _mean_grad(self, out: torch.Tensor) -> torch.Tensor:
+        """d mean(out) / d out, made once per shape."""
+        key = (out.shape, out.dtype, out.device)
+        if key not in self._mean_grads:
+            self._mean_grads[key] = torch.full_like(out, 1.0 / out.numel(), memory_format=torch.contiguous_format)
+        return self._mean_grads[key]
 
     def step(self) -> None:
-        losses = []
+        losses, others = [], []
         for call in self.calls:
             with torch.set_grad_enabled(call.grad), torch.autocast(self.device.type, enabled=self.amp):
                 out = call.module(*call.args, **call.kwargs)
             if call.grad:
-                losses += [self._loss(t) for t in _tensors(out) if t.requires_grad and t.is_floating_point()]
+                for t in _tensors(out):
+                    if t.requires_grad and t.is_floating_point():
+                        (losses if t.dim() == 2 else others).append(t)
         self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(torch.stack(losses).sum()).backward()
+        roots = [self.scaler.scale(torch.stack([self._loss(t) for t in losses]).sum())] if losses else []
+        grads = [None] * len(roots) + [self.scaler.scale(self._mean_grad(t)) for t in others]
+        torch.autograd.backward(roots + others, grads)
         self.scaler.step(self.optimizer)
         self.scaler.update()
 
