@@ -330,8 +330,8 @@ def test_the_cuda_path_check_names_what_is_off() -> None:
 
 def test_the_augmenter_takes_a_spare_core_only(monkeypatch) -> None:
     """Single mode's RandAugment worker runs when this process's share of the cores has one its torch threads
-    leave free: one cell alone on two cores, not one of two cells of a pool on two cores (it would take its
-    CPU time from the other cell's step)."""
+    leave free: one cell alone on two cores, not one of two cells of a pool on two cores, nor one of torchrun's
+    processes on the machine (it would take its CPU time from another process's step)."""
     from benchmark.kit import runtime
     from methods.common import augmenter_fits
 
@@ -344,6 +344,9 @@ def test_the_augmenter_takes_a_spare_core_only(monkeypatch) -> None:
         assert not augmenter_fits(cpu)
         monkeypatch.setattr(runtime, "available_cores", lambda: 4)
         assert augmenter_fits(cpu)
+        runtime.share_cores(1)
+        monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")  # torchrun's processes on this machine share its cores too
+        assert not augmenter_fits(cpu)
     finally:
         runtime.share_cores(1)
 

@@ -53,8 +53,10 @@ def share_cores(cells: int) -> None:
 
 def spare_cores() -> int:
     """Cores of this process's share that its torch threads leave free: where helper work (e.g. single
-    mode's RandAugment worker) runs without taking CPU time from a training step, its own or another cell's."""
-    return available_cores() // _CELLS_AT_ONCE[0] - torch.get_num_threads()
+    mode's RandAugment worker) runs without taking CPU time from a training step, its own or another cell's.
+    The cores are shared by the cells that run at once and, under torchrun, by the processes on this machine."""
+    processes = _CELLS_AT_ONCE[0] * int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    return available_cores() // processes - torch.get_num_threads()
 
 
 def configure_threads(threads: int) -> None:
