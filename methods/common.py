@@ -63,40 +63,34 @@ def stage_cfg(train_cfg: TrainConfig, iterations: int, reference: int, **changes
     return train_cfg.model_copy(update={"warmup_iterations": warmup, **changes})
 
 
-class LabeledBatches:
+class LabeledBatches(MadeAhead):
     """Weakly augmented labeled WLI batches; batch `it` depends only on (seed, it), so it is made a step
     ahead where a core is spare (`benchmark.kit.ahead`). Under torchrun, this process's share of the global
     batch (`benchmark.kit.distributed`)."""
 
     def __init__(self, part: PairedArrays, batch_size: int, seed: int, device: torch.device):
+        super().__init__(device)
         self.part, self.device, self.seed = part, device, seed
         self.stream = BatchStream(len(part), batch_size, seed, salt=1)
-        self.made = MadeAhead(self.batch, device)
 
-    def __call__(self, it: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.made(it)
-
-    def batch(self, it: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def make(self, it: int) -> tuple[torch.Tensor, torch.Tensor]:
         idx = self.stream.indices(it)
         x = weak_augment(to_tensor(self.part.wli[idx], self.device), step_generator(self.seed, it, salt=1))
         return x, torch.as_tensor(self.part.labels[idx], device=self.device)
 
 
-class PairedBatches:
+class PairedBatches(MadeAhead):
     """Shuffled (WLI, NBI[, label]) batches. Both images of a pair get the same flip and crop, so
     their patches stay registered for the cross-attention; batch `it` depends only on (seed, it), and is
     made a step ahead where a core is spare. Under torchrun, this process's share of the global batch."""
 
     def __init__(self, wli: np.ndarray, nbi: np.ndarray, labels: np.ndarray | None, batch_size: int,
                  seed: int, device: torch.device, salt: int):
+        super().__init__(device)
         self.wli, self.nbi, self.labels, self.seed, self.device, self.salt = wli, nbi, labels, seed, device, salt
         self.stream = BatchStream(len(wli), batch_size, seed, salt)
-        self.made = MadeAhead(self.batch, device)
 
-    def __call__(self, it: int) -> tuple[torch.Tensor, ...]:
-        return self.made(it)
-
-    def batch(self, it: int) -> tuple[torch.Tensor, ...]:
+    def make(self, it: int) -> tuple[torch.Tensor, ...]:
         idx = self.stream.indices(it)
         views = tuple(weak_augment(to_tensor(images[idx], self.device), step_generator(self.seed, it, self.salt))
                       for images in (self.wli, self.nbi))
@@ -108,7 +102,7 @@ class PairedBatches:
 _STREAM_IDS = itertools.count()
 
 
-class UnlabeledBatches:
+class UnlabeledBatches(MadeAhead):
     """Unlabeled (weak, strong) views, the only place where the two modes differ.
 
     single: weak = WLI flipped and pad-cropped; strong = WLI through USB's own RandAugment(3, 5)
@@ -132,11 +126,11 @@ class UnlabeledBatches:
     def __init__(self, part: PairedArrays, batch_size: int, seed: int, device: torch.device, mode: str):
         if mode not in VIEW_MODES:
             raise ValueError(f"unlabeled views exist for modes {VIEW_MODES}, not {mode!r}")
+        super().__init__(device)
         self.part, self.device, self.seed, self.mode = part, device, seed, mode
         self.stream = BatchStream(len(part), batch_size, seed, salt=2)
         self._from_worker = mode == "single" and augmenter_fits(device)  # decided once per run, not per step
         self._stream_id = next(_STREAM_IDS)  # names this stream's requests to the worker
-        self.made = MadeAhead(self.batch, device)
 
     def _randaugment_seeds(self, it: int) -> tuple[int, int]:
         py_seed, np_seed = np.random.SeedSequence([self.seed, it, 3]).generate_state(2)
@@ -165,10 +159,7 @@ class UnlabeledBatches:
             source = None
         return self.strong_source(everything, it) if source is None else source
 
-    def __call__(self, it: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return self.made(it)
-
-    def batch(self, it: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def make(self, it: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(weak (n, 3, H, W), strong (n, 3, H, W), dataset-local indices (n,)): this process's share.
 
         RandAugment draws one random stream per global batch, image after image, so under torchrun

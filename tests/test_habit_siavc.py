@@ -74,6 +74,7 @@ def test_siavc_made_ahead_on_a_spare_core_gives_the_same_run(tmp_path, monkeypat
     from benchmark.kit.contract import RunContext
     from benchmark.kit.data import load_dataset, make_split
     from methods import get_method
+    from methods.siavc import sab
     from methods.siavc import train as siavc_train
 
     cfg = build_config("smoke", "siavc", "multi", "synthetic", 50, 0)
@@ -81,13 +82,13 @@ def test_siavc_made_ahead_on_a_spare_core_gives_the_same_run(tmp_path, monkeypat
     split = make_split(raw, cache, cfg.data, 50, 0)
     made, draws = [], []
 
-    class Watched(ahead.MadeAhead):
+    class Watched(sab.Draws):
         def __call__(self, it):
             made.append(self.ahead)
             draws.append(self)
             return super().__call__(it)
 
-    monkeypatch.setattr(siavc_train, "MadeAhead", Watched)
+    monkeypatch.setattr(siavc_train, "Draws", Watched)
     weights = []
     for spare in (0, 1):
         monkeypatch.setattr(ahead, "spare_cores", lambda: spare)

@@ -138,7 +138,7 @@ def test_strong_views_made_ahead_are_those_made_on_demand(worker: bool, spare: i
     in_order = UnlabeledBatches(part, 8, 0, torch.device("cpu"), "single")
     expected = [in_order(it) for it in range(5)]
     ahead.settle()
-    assert in_order._from_worker == worker and in_order.made.ahead == bool(spare)
+    assert in_order._from_worker == worker and in_order.ahead == bool(spare)
     if worker:  # the next batches' sources are in the making (one batch further on when batch 5 is made)
         assert all(common.augmenter().asked((in_order._stream_id, k)) for k in (6, 7) if spare or k < 7)
     resumed = UnlabeledBatches(part, 8, 0, torch.device("cpu"), "single")
@@ -167,7 +167,11 @@ def test_values_made_ahead_are_those_made_in_line(spare: int, monkeypatch) -> No
         made.append((it, threading.current_thread().name))
         return value(it)
 
-    values = ahead.MadeAhead(make, torch.device("cpu"))
+    class Values(ahead.MadeAhead):
+        def make(self, it: int) -> torch.Tensor:
+            return make(it)
+
+    values = Values(torch.device("cpu"))
     assert values.ahead == bool(spare)
     for it in (0, 1, 2, 5, 6, 3):
         assert torch.equal(values(it), value(it))
@@ -180,7 +184,11 @@ def test_values_made_ahead_are_those_made_in_line(spare: int, monkeypatch) -> No
 
 
 def test_batch_streams_made_ahead_are_those_made_in_line(monkeypatch) -> None:
-    """Labeled, paired and unlabeled batches, made a step ahead on the thread, are the batches made in line."""
+    """Labeled, paired and unlabeled batches, made a step ahead on the thread, are the batches made in line; a
+    stream is freed with its last reference (no cycle keeps a run's data until the collector's next pass)."""
+    import gc
+    import weakref
+
     from benchmark.kit import ahead
     from benchmark.kit.data.types import PairedArrays
     from methods.common import LabeledBatches, PairedBatches, UnlabeledBatches
@@ -195,11 +203,20 @@ def test_batch_streams_made_ahead_are_those_made_in_line(monkeypatch) -> None:
         monkeypatch.setattr(ahead, "spare_cores", lambda: spare)
         streams[spare] = [LabeledBatches(part, 4, 0, cpu), UnlabeledBatches(part, 8, 0, cpu, "multi"),
                           PairedBatches(part.wli, part.nbi, part.labels, 4, 0, cpu, salt=5)]
-    assert not any(s.made.ahead for s in streams[0]) and all(s.made.ahead for s in streams[1])
+    assert not any(s.ahead for s in streams[0]) and all(s.ahead for s in streams[1])
     for it in (0, 1, 2, 4, 3, 5):
         for in_line, made_ahead in zip(streams[0], streams[1]):
             for want, got in zip(in_line(it), made_ahead(it)):
                 assert torch.equal(want, got), (type(in_line).__name__, it)
+
+    ahead.settle()
+    gone = [weakref.ref(s) for spare in (0, 1) for s in streams[spare]]
+    gc.disable()  # a stream, and the data it holds, goes with its last reference, not at a collection
+    try:
+        del streams, in_line, made_ahead
+        assert all(ref() is None for ref in gone)
+    finally:
+        gc.enable()
 
 
 def test_a_lost_augmenter_is_replaced_and_the_views_stay_the_same(monkeypatch) -> None:

@@ -159,7 +159,11 @@ def test_a_loop_returns_with_nothing_made_ahead_for_it_still_in_the_making(tmp_p
         made.append(it)
         return it
 
-    batches = ahead.MadeAhead(make, torch.device("cpu"))
+    class Batches(ahead.MadeAhead):
+        def make(self, it: int) -> int:
+            return make(it)
+
+    batches = Batches(torch.device("cpu"))
     model = Tiny()
     step = _step(model, crash_at)
 

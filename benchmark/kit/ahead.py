@@ -10,7 +10,7 @@ made in line; on a GPU no thread is started, as a step's work there is queued on
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from abc import ABC, abstractmethod
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Generic, TypeVar
 
@@ -39,16 +39,23 @@ def settle() -> None:
         _THREAD[1].submit(int).result()
 
 
-class MadeAhead(Generic[T]):
-    """`make(it)` for step `it`, with step `it + 1`'s made on this process's thread meanwhile when a core is
-    spare. A value asked for out of order (the first step, a resumed run's) is made on the thread too, after
-    what is in the making there, so values are made one at a time, with the caller's torch thread count."""
+class MadeAhead(ABC, Generic[T]):
+    """A value for each step, `make(it)`, with step `it + 1`'s made on this process's thread meanwhile when a core
+    is spare. A value asked for out of order (the first step, a resumed run's) is made on the thread too, after
+    what is in the making there, so values are made one at a time, with the caller's torch thread count.
 
-    def __init__(self, make: Callable[[int], T], device: torch.device):
-        self.make = make
+    A subclass defines `make` and holds what it needs: a `make` kept as an attribute (a bound method of the
+    object that asks for the values) would be a reference cycle, keeping a run's data alive after the run until
+    the garbage collector's next full pass."""
+
+    def __init__(self, device: torch.device):
         self.ahead = torch.device(device).type == "cpu" and spare_cores() > 0  # decided once per run
         self._threads = torch.get_num_threads()
         self._next: tuple[int, Future] | None = None
+
+    @abstractmethod
+    def make(self, it: int) -> T:
+        """Step `it`'s value, a function of the step alone."""
 
     def __call__(self, it: int) -> T:
         if not self.ahead:
@@ -61,9 +68,9 @@ class MadeAhead(Generic[T]):
         return value
 
     def _submit(self, it: int) -> Future:
-        return _thread().submit(self._make_here, it)
+        return _thread().submit(self._make_on_thread, it)
 
-    def _make_here(self, it: int) -> T:
-        if torch.get_num_threads() != self._threads:  # a thread's own OpenMP team size, not the process's
+    def _make_on_thread(self, it: int) -> T:
+        if torch.get_num_threads() != self._threads:  # the thread's own OpenMP team size, set on its first use
             torch.set_num_threads(self._threads)
         return self.make(it)

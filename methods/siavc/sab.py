@@ -13,7 +13,8 @@ from typing import NamedTuple
 
 import torch
 
-from benchmark.kit.data.loaders import normalisation
+from benchmark.kit.ahead import MadeAhead
+from benchmark.kit.data.loaders import normalisation, step_generator
 
 
 def otsu_thresholds(values: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -96,3 +97,15 @@ class SuperAugmentationBlock:
     def load_state_dict(self, state: dict) -> None:
         self.losses.copy_(state["losses"])
         self.counts.copy_(state["counts"])
+
+
+class Draws(MadeAhead[Reaugmentation]):
+    """Each step's `SuperAugmentationBlock.draw` for strong views of `shape`, from the step's own generator: a
+    function of the step alone, so made a step ahead where a core is spare (`benchmark.kit.ahead`)."""
+
+    def __init__(self, sab: SuperAugmentationBlock, shape: torch.Size, seed: int, device: torch.device):
+        super().__init__(device)
+        self.sab, self.shape, self.seed, self.device = sab, shape, seed, device
+
+    def make(self, it: int) -> Reaugmentation:
+        return self.sab.draw(self.shape, step_generator(self.seed, it, salt=21), self.device)

@@ -12,9 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmark.kit.ahead import MadeAhead
 from benchmark.kit.contract import VIEW_MODES, RunContext, Trained
-from benchmark.kit.data.loaders import step_generator
 from benchmark.kit.data.types import SemiSupervisedSplit
 from benchmark.kit.health import PseudoLabels
 from benchmark.kit.models import create_backbone
@@ -25,7 +23,7 @@ from ..common import LabeledBatches, UnlabeledBatches, WLIClassifier, probe_wli_
 from ..registry import register_method
 from .cam import MixRatioDiscriminator, cross_set_loss, cross_set_mix
 from .config import SIAVCConfig
-from .sab import SuperAugmentationBlock
+from .sab import Draws, SuperAugmentationBlock
 from .threshold import SelfAdaptiveThreshold
 
 
@@ -56,7 +54,7 @@ def train(data: SemiSupervisedSplit, cfg: RunConfig, ctx: RunContext) -> Trained
     sab = SuperAugmentationBlock(len(data.unlabeled), hp.sab.history, hp.sab.mask_prob, hp.sab.noise_std,
                                  backbone.patch_embed.patch_size[0], ctx.device)
     strong_shape = torch.Size((len(unlabeled.stream.indices(0)), 3, *data.unlabeled.wli.shape[1:3]))
-    drawn = MadeAhead(lambda it: sab.draw(strong_shape, step_generator(ctx.seed, it, salt=21), ctx.device), ctx.device)
+    drawn = Draws(sab, strong_shape, ctx.seed, ctx.device)
     temperature, lambda_u, lambda_f = hp.T, hp.lambda_u, hp.lambda_fairness
 
     def step(it: int) -> dict:
